@@ -1,0 +1,55 @@
+"""chaveiro: OAuth 2.0 client-credentials tokens for requests and httpx.
+
+>>> session.auth = ClientCredentialsAuth(token_url=..., client_id=..., client_secret=...)
+
+The token is fetched on first use, shared by every request, thread, task and
+auth object with the same identity, renewed before it expires, and renewed with
+the request replayed once when the API answers 401.
+"""
+
+from __future__ import annotations
+
+from chaveiro._auth import ClientCredentialsAuth
+from chaveiro._caches import MemoryCache, TokenCache
+from chaveiro._errors import (
+    ChaveiroError,
+    ConfigurationError,
+    CredentialsRejectedError,
+    InsecureURLError,
+    InvalidTokenResponseError,
+    MissingSettingError,
+    TokenEndpointError,
+    TokenEndpointUnreachableError,
+    TokenError,
+)
+from chaveiro._manager import Stats
+from chaveiro._token import Token
+
+__all__ = [
+    "ChaveiroError",
+    "ClientCredentialsAuth",
+    "ConfigurationError",
+    "CredentialsRejectedError",
+    "InsecureURLError",
+    "InvalidTokenResponseError",
+    "MemoryCache",
+    "MissingSettingError",
+    "Stats",
+    "Token",
+    "TokenCache",
+    "TokenEndpointError",
+    "TokenEndpointUnreachableError",
+    "TokenError",
+]
+
+for _name in __all__:
+    globals()[_name].__module__ = "chaveiro"
+del _name
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415 - only when asked
+
+        return version("chaveiro")
+    raise AttributeError(f"module 'chaveiro' has no attribute {name!r}")

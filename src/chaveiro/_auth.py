@@ -1,0 +1,628 @@
+"""``ClientCredentialsAuth``: one object that is a requests auth and an httpx auth.
+
+The decisions live in :mod:`chaveiro._manager`; this module only moves bytes:
+it turns token requests into requests/httpx requests and their answers back
+into plain data, attaches the ``Authorization`` header, and replays a request
+once when the API answers 401 to the token it carried.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import ssl
+import time
+from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+import requests
+
+from chaveiro._caches import TokenCache, default_cache
+from chaveiro._dialect import (
+    MAX_BODY_BYTES,
+    OAUTH2,
+    ClientSettings,
+    Dialect,
+    TokenRequest,
+    parse_response,
+)
+from chaveiro._errors import (
+    ConfigurationError,
+    InsecureURLError,
+    InvalidTokenResponseError,
+    MissingSettingError,
+    TokenEndpointUnreachableError,
+    TokenError,
+    excerpt,
+)
+from chaveiro._manager import Policy, RawResponse, Stats, TokenManager, run_async, run_sync
+from chaveiro._token import DEFAULT_LEEWAY, Clock, Identity, Token, normalize_scope
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["ClientCredentialsAuth"]
+
+logger = logging.getLogger("chaveiro")
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+DEFAULT_TIMEOUT = (5.0, 15.0)
+"""Connect and read timeouts of token requests that chaveiro sends itself."""
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: object, *, allow_insecure_http: bool = False, what: str = "token_url") -> str:
+    """Validate a token URL: HTTPS, or HTTP on loopback, or HTTP when explicitly allowed."""
+    if not isinstance(url, str) or not url.strip():
+        raise MissingSettingError(f"{what} is required: the provider's token endpoint URL.")
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(
+            f"{what}={excerpt(url, 120)!r} is not an http(s) URL; pass the full address,"
+            " e.g. https://idp.example.com/oauth/token."
+        )
+    if parts.username or parts.password:
+        raise ConfigurationError(
+            f"{what} must not carry credentials in the URL; pass client_id and client_secret."
+        )
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise InsecureURLError(
+            f"{what}={excerpt(url, 120)!r} uses plain HTTP, which would send the client secret"
+            " in clear text. Use https://, or pass allow_insecure_http=True if a trusted"
+            " gateway on a private network requires it."
+        )
+    return url
+
+
+def _clean(name: str, value: object, *, required: bool = True) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise MissingSettingError(f"{name} is required and was not given.", names=(name,))
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}.")
+    return value.strip()
+
+
+def _host_matcher(patterns: Iterable[str] | None) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    if patterns is None:
+        return None
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    exact: set[str] = set()
+    suffixes: list[str] = []
+    for raw in patterns:
+        pattern = raw.strip().lower().rstrip(".")
+        if pattern.startswith("*."):
+            suffixes.append(pattern[1:])
+        elif pattern.startswith("."):
+            suffixes.append(pattern)
+        elif pattern:
+            exact.add(pattern)
+    if not exact and not suffixes:
+        raise ConfigurationError("only_hosts is empty: the token would never be sent.")
+    return frozenset(exact), tuple(suffixes)
+
+
+def _unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(e) for e in chain)
+    if any(isinstance(e, ssl.SSLError | requests.exceptions.SSLError) for e in chain) or (
+        "CERTIFICATE_VERIFY_FAILED" in text
+    ):
+        advice = (
+            "TLS verification failed. If the endpoint uses a private CA, give it to your"
+            " session (session.verify='ca.pem') or client (httpx.Client(verify=...))."
+        )
+    elif any(isinstance(e, httpx.TimeoutException | requests.Timeout) for e in chain):
+        advice = "It did not answer in time; chaveiro will try again after a short pause."
+    else:
+        advice = "Check the URL, DNS, proxy settings and network."
+    return TokenEndpointUnreachableError(
+        f"Could not reach the token endpoint {url} ({type(exc).__name__}:"
+        f" {excerpt(str(exc), 160)}). {advice}",
+        token_url=url,
+    )
+
+
+def _too_large(url: str) -> InvalidTokenResponseError:
+    return InvalidTokenResponseError(
+        f"The token endpoint {url} sent more than {MAX_BODY_BYTES} bytes: that is not a token"
+        " response. Check token_url.",
+        token_url=url,
+    )
+
+
+def _read_httpx(response: httpx.Response, url: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large(url)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    response._content = body
+    return body
+
+
+async def _aread_httpx(response: httpx.Response, url: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large(url)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    response._content = body
+    return body
+
+
+def _httpx_replayable(request: httpx.Request) -> bool:
+    try:
+        request.content  # noqa: B018 - raises for a streaming (generator) body
+    except httpx.RequestNotRead:
+        return False
+    return True
+
+
+def _closed_by(exit_: GeneratorExit, dialect: Dialect, url: str, now: float) -> TokenError | None:
+    """Why httpx closed our flow while a token request was out, as our error.
+
+    ``None`` when it was not the token request's fault (cancellation, say).
+    """
+    cause = exit_.__context__
+    if isinstance(cause, httpx.TransportError):
+        return _unreachable(url, cause)
+    if isinstance(cause, httpx.HTTPStatusError):  # a user's raise_for_status event hook
+        response = cause.response
+        try:
+            body = response.content
+        except httpx.ResponseNotRead:
+            body = b""
+        try:
+            parse_response(dialect, url, response.status_code, response.headers, body, now)
+        except TokenError as exc:
+            return exc
+    return None
+
+
+class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
+    """OAuth 2.0 client credentials (RFC 6749 §4.4) for requests and httpx.
+
+    Use one object everywhere — ``session.auth = auth``, ``httpx.Client(auth=auth)``,
+    ``httpx.AsyncClient(auth=auth)``. The token is fetched on first use, shared by
+    every thread, task and auth object with the same identity, renewed ``leeway``
+    seconds before it expires (never earlier than half its lifetime), and renewed
+    with the request replayed once when the API answers 401.
+    """
+
+    dialect: ClassVar[Dialect] = OAUTH2
+    requires_request_body = False
+    requires_response_body = False
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str | None = None,
+        *,
+        scope: str | Iterable[str] | None = None,
+        auth_method: str = "client_secret_basic",
+        audience: str | None = None,
+        resource: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+        private_key: str | bytes | None = None,
+        signing_alg: str | None = None,
+        key_id: str | None = None,
+        cache: TokenCache | None = None,
+        leeway: float = DEFAULT_LEEWAY,
+        replay_on_401: bool = True,
+        only_hosts: Iterable[str] | None = None,
+        session: requests.Session | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        max_attempts: int = 3,
+        deadline: float = 20.0,
+        use_refresh_token: bool = False,
+        allow_insecure_http: bool = False,
+        clock: Clock = time.time,
+    ) -> None:
+        url = check_url(token_url, allow_insecure_http=allow_insecure_http)
+        cid = _clean("client_id", client_id)
+        assert cid is not None
+        secret = _clean("client_secret", client_secret, required=private_key is None)
+        if isinstance(private_key, str):
+            private_key = private_key.encode()
+        given: dict[object, object] = dict((extra_params or {}).items())
+        given.update((k, v) for k, v in (("audience", audience), ("resource", resource)) if v)
+        extra: dict[str, str] = {}
+        for name, value in given.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise ConfigurationError(f"extra parameter {name!r} must map a string to a string.")
+            extra[name] = value
+        if leeway < 0 or max_attempts < 1 or deadline <= 0:
+            raise ConfigurationError(
+                "leeway must be >= 0, max_attempts >= 1 and deadline > 0 (seconds)."
+            )
+        self._settings = ClientSettings(
+            token_url=url,
+            client_id=cid,
+            client_secret=secret,
+            auth_method=auth_method,
+            scope=normalize_scope(scope),
+            extra=tuple(sorted(extra.items())),
+            private_key=private_key,
+            signing_alg=signing_alg,
+            key_id=key_id,
+        )
+        identity = Identity.of(url, cid, secret or private_key or b"", self._settings.scope, extra)
+        self._cache = cache if cache is not None else default_cache()
+        self._manager = TokenManager(
+            self.dialect,
+            self._settings,
+            identity,
+            self._cache,
+            clock=clock,
+            policy=Policy(leeway=float(leeway), attempts=max_attempts, deadline=float(deadline)),
+            use_refresh_token=use_refresh_token,
+        )
+        self.replay_on_401 = replay_on_401
+        self._hosts = _host_matcher(only_hosts)
+        self._session = session
+        self._timeout = timeout
+        self._on_response_hook = self._on_response
+
+    # ---- presentation ---------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(token_url={self._settings.token_url!r},"
+            f" client_id={self._settings.client_id!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def token_url(self) -> str:
+        return self._settings.token_url
+
+    @property
+    def client_id(self) -> str:
+        return self._settings.client_id
+
+    @property
+    def scope(self) -> str | None:
+        return self._settings.scope
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of this identity's counters in this process (for metrics)."""
+        return self._manager.slot.stats.copy()
+
+    # ---- construction from the environment -------------------------------------------------
+
+    env_prefix: ClassVar[str] = "OAUTH"
+    env_fields: ClassVar[tuple[tuple[str, str, bool], ...]] = (
+        ("token_url", "TOKEN_URL", True),
+        ("client_id", "CLIENT_ID", True),
+        ("client_secret", "CLIENT_SECRET", True),
+        ("scope", "SCOPE", False),
+    )
+    """``(argument, variable suffix, required)`` read by :meth:`from_env`."""
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        prefix: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Build from ``<PREFIX>_<SUFFIX>`` environment variables; arguments win over them.
+
+        A missing required variable raises :class:`MissingSettingError` naming it.
+        """
+        env = os.environ if environ is None else environ
+        prefix = cls.env_prefix if prefix is None else prefix
+        missing: list[str] = []
+        for argument, suffix, required in cls.env_fields:
+            if argument in kwargs:
+                continue
+            name = f"{prefix}_{suffix}"
+            value = env.get(name, "").strip()
+            if value:
+                kwargs[argument] = value
+            elif required:
+                missing.append(name)
+        if missing:
+            plural = len(missing) > 1
+            raise MissingSettingError(
+                f"{cls.__name__}.from_env() needs the environment variable{'s' if plural else ''}"
+                f" {', '.join(missing)}; set {'them' if plural else 'it'} or pass the value"
+                f"{'s' if plural else ''} as argument{'s' if plural else ''}.",
+                names=tuple(missing),
+            )
+        return cls(**kwargs)
+
+    # ---- tokens for non-HTTP uses -----------------------------------------------------------
+
+    def get_token(self) -> Token:
+        """The current token, fetched or renewed if needed (blocking)."""
+        return self._manager.fresh_token() or self._obtain_sync(None)
+
+    async def aget_token(self) -> Token:
+        """The current token, fetched or renewed if needed (asyncio or trio)."""
+        token = self._manager.fresh_token()
+        if token is not None:
+            return token
+        timeout = httpx.Timeout(self._httpx_timeout())
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            driver = run_async(self._manager.flow(None), self._cache)
+            try:
+                item = await driver.asend(None)
+                while isinstance(item, TokenRequest):
+                    try:
+                        raw = await self._asend_httpx(client, item)
+                    except TokenError as exc:
+                        item = await driver.athrow(exc)
+                    else:
+                        item = await driver.asend(raw)
+            finally:
+                await driver.aclose()
+        return item
+
+    def _httpx_timeout(self) -> float | None:
+        timeout = self._timeout
+        return max(timeout) if isinstance(timeout, tuple) else timeout
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def _applies(self, host: str | None) -> bool:
+        hosts = self._hosts
+        if hosts is None:
+            return True
+        host = (host or "").lower().rstrip(".")
+        return host in hosts[0] or any(host.endswith(suffix) for suffix in hosts[1])
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._hosts is not None and not self._applies(urlsplit(r.url or "").hostname):
+            return r
+        token = self._manager.fresh_token() or self._obtain_sync(None)
+        r.headers["Authorization"] = token.authorization
+        if self.replay_on_401:
+            r.hooks["response"].append(self._on_response_hook)
+        return r
+
+    def _requests_session(self) -> requests.Session:
+        if self._session is None:
+            self._session = requests.Session()
+        return self._session
+
+    def _obtain_sync(self, stale: str | None) -> Token:
+        driver = run_sync(self._manager.flow(stale), self._cache)
+        try:
+            item = next(driver)
+            while isinstance(item, TokenRequest):
+                try:
+                    raw = self._send_requests(item)
+                except TokenError as exc:
+                    item = driver.throw(exc)
+                else:
+                    item = driver.send(raw)
+        finally:
+            driver.close()
+        return item
+
+    def _send_requests(self, request: TokenRequest) -> RawResponse:
+        session = self._requests_session()
+        try:
+            response = session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=self._timeout,
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            raise _unreachable(request.url, exc) from None
+        with response:
+            try:
+                body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
+            except (requests.RequestException, OSError, ValueError) as exc:
+                raise _unreachable(request.url, exc) from None
+            if len(body) > MAX_BODY_BYTES:
+                raise _too_large(request.url)
+            return RawResponse(response.status_code, dict(response.headers), body)
+
+    def _on_response(self, r: requests.Response, **kwargs: Any) -> requests.Response:
+        if r.status_code != 401:
+            return r
+        request = r.request
+        sent = request.headers.get("Authorization")
+        if not isinstance(sent, str) or getattr(request, "_chaveiro_replay", False):
+            return r
+        body: object = request.body
+        rewind = isinstance(getattr(request, "_body_position", None), int)
+        if body is not None and not isinstance(body, bytes | str) and not rewind:
+            logger.info("API answered 401; the request body cannot be replayed")
+            return r
+        stale = sent.partition(" ")[2]
+        token = self._obtain_sync(stale)
+        if token.access_token == stale:
+            return r
+        r.content  # noqa: B018 - consume the 401 so the connection can be reused
+        r.close()
+        retry = request.copy()
+        retry.headers["Authorization"] = token.authorization
+        retry._chaveiro_replay = True  # type: ignore[attr-defined]
+        if rewind:
+            requests.utils.rewind_body(retry)
+        self._replayed(token)
+        replayed = r.connection.send(retry, **kwargs)
+        replayed.history.append(r)
+        replayed.request = retry
+        return replayed
+
+    def _replayed(self, token: Token) -> None:
+        self._manager.slot.stats.replayed += 1
+        logger.debug("API answered 401; replaying once with token %s", token.fingerprint)
+
+    # ---- httpx ------------------------------------------------------------------------------
+
+    def _to_httpx(self, request: TokenRequest, user_request: httpx.Request | None) -> httpx.Request:
+        token_request = httpx.Request(
+            request.method, request.url, headers=list(request.headers), content=request.body
+        )
+        if user_request is not None and "timeout" in user_request.extensions:
+            token_request.extensions["timeout"] = user_request.extensions["timeout"]
+        return token_request
+
+    async def _asend_httpx(self, client: httpx.AsyncClient, request: TokenRequest) -> RawResponse:
+        try:
+            response = await client.send(self._to_httpx(request, None), stream=True)
+        except httpx.TransportError as exc:
+            raise _unreachable(request.url, exc) from None
+        try:
+            body = await _aread_httpx(response, request.url)
+        except httpx.TransportError as exc:
+            raise _unreachable(request.url, exc) from None
+        finally:
+            await response.aclose()
+        return RawResponse(response.status_code, response.headers, body)
+
+    def _httpx_token(
+        self, user_request: httpx.Request, stale: str | None
+    ) -> Generator[httpx.Request, httpx.Response, Token]:
+        """Obtain a token, yielding token requests through the user's own client."""
+        driver = run_sync(self._manager.flow(stale), self._cache)
+        url = self._settings.token_url
+        try:
+            item = next(driver)
+            while isinstance(item, TokenRequest):
+                try:
+                    response = yield self._to_httpx(item, user_request)
+                except GeneratorExit as exit_:
+                    error = _closed_by(exit_, self.dialect, url, self._manager.clock())
+                    if error is None:
+                        raise
+                    try:
+                        driver.throw(error)  # the flow records the failure
+                    except TokenError as final:
+                        raise final from exit_.__context__
+                    raise error from exit_.__context__
+                try:
+                    raw = RawResponse(
+                        response.status_code, response.headers, _read_httpx(response, url)
+                    )
+                except (TokenError, httpx.TransportError) as exc:
+                    error = exc if isinstance(exc, TokenError) else _unreachable(url, exc)
+                    item = driver.throw(error)
+                else:
+                    item = driver.send(raw)
+        finally:
+            driver.close()
+        return item
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._hosts is not None and not self._applies(request.url.host):
+            yield request
+            return
+        token = self._manager.fresh_token()
+        if token is None:
+            token = yield from self._httpx_token(request, None)
+        request.headers["Authorization"] = token.authorization
+        response = yield request
+        if response.status_code != 401 or not self.replay_on_401 or not _httpx_replayable(request):
+            return
+        renewed = yield from self._httpx_token(request, token.access_token)
+        if renewed.access_token == token.access_token:
+            return
+        self._replayed(renewed)
+        request.headers["Authorization"] = renewed.authorization
+        yield request
+
+    async def _ahttpx_token(
+        self, user_request: httpx.Request, stale: str | None
+    ) -> AsyncGenerator[httpx.Request | Token, httpx.Response | None]:
+        """:meth:`_httpx_token` for async clients; the last item yielded is the token."""
+        driver = run_async(self._manager.flow(stale), self._cache)
+        url = self._settings.token_url
+        try:
+            item = await driver.asend(None)
+            while isinstance(item, TokenRequest):
+                try:
+                    response = yield self._to_httpx(item, user_request)
+                except GeneratorExit as exit_:
+                    error = _closed_by(exit_, self.dialect, url, self._manager.clock())
+                    if error is None:
+                        raise
+                    try:
+                        await driver.athrow(error)  # the flow records the failure
+                    except TokenError as final:
+                        raise final from exit_.__context__
+                    raise error from exit_.__context__
+                assert response is not None
+                try:
+                    raw = RawResponse(
+                        response.status_code, response.headers, await _aread_httpx(response, url)
+                    )
+                except (TokenError, httpx.TransportError) as exc:
+                    error = exc if isinstance(exc, TokenError) else _unreachable(url, exc)
+                    item = await driver.athrow(error)
+                else:
+                    item = await driver.asend(raw)
+        finally:
+            await driver.aclose()
+        yield item
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if self._hosts is not None and not self._applies(request.url.host):
+            yield request
+            return
+        token = self._manager.fresh_token()
+        stale = None
+        for _ in range(2):
+            if token is None:
+                obtain = self._ahttpx_token(request, stale)
+                try:
+                    item = await obtain.asend(None)
+                    while isinstance(item, httpx.Request):
+                        item = await obtain.asend((yield item))
+                finally:
+                    await obtain.aclose()
+                if item.access_token == stale:
+                    return
+                if stale is not None:
+                    self._replayed(item)
+                token = item
+            request.headers["Authorization"] = token.authorization
+            response = yield request
+            if response.status_code != 401 or not self.replay_on_401 or stale is not None:
+                return
+            if not _httpx_replayable(request):
+                return
+            stale, token = token.access_token, None

@@ -1,0 +1,379 @@
+"""The wire format of token endpoints, sans I/O.
+
+A :class:`Dialect` says how one kind of endpoint wants its token request and
+how it answers. :func:`build_request` turns settings into a
+:class:`TokenRequest` value; :func:`parse_response` turns ``(status, headers,
+body, now)`` into a :class:`~chaveiro._token.Token` or a typed error. Neither
+touches a socket or reads a clock. This is the only module that imports authlib.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, cast, get_args
+from urllib.parse import parse_qsl, quote_plus, urlencode
+
+from authlib.oauth2.rfc7523 import client_secret_jwt_sign, private_key_jwt_sign
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+
+from chaveiro._errors import (
+    ConfigurationError,
+    CredentialsRejectedError,
+    InvalidTokenResponseError,
+    TokenEndpointError,
+    excerpt,
+)
+from chaveiro._token import Token, choose_expiry, normalize_scope
+
+__all__ = [
+    "AUTH_METHODS",
+    "MAX_BODY_BYTES",
+    "ClientSettings",
+    "Dialect",
+    "TokenRequest",
+    "build_request",
+    "parse_response",
+    "parse_retry_after",
+]
+
+MAX_BODY_BYTES = 1024 * 1024
+"""Token responses are read up to this size; the rest is ignored."""
+
+AuthMethod = Literal[
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_json",
+    "client_secret_jwt",
+    "private_key_jwt",
+]
+AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
+_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_ASSERTION_LIFETIME = 300
+_RESERVED = frozenset(
+    {
+        "grant_type",
+        "client_id",
+        "client_secret",
+        "client_assertion",
+        "client_assertion_type",
+        "scope",
+        "refresh_token",
+    }
+)
+_KEY_TYPES: dict[str, type[RSAKey | ECKey | OKPKey]] = {
+    "RS": RSAKey,
+    "PS": RSAKey,
+    "ES": ECKey,
+    "Ed": OKPKey,
+}
+_HINTS = {
+    "invalid_client": "Check the client id and secret.",
+    "unauthorized_client": "The client may not use this grant: enable it at the provider.",
+    "invalid_scope": "Check the scope: the client may not be allowed to ask for it.",
+    "invalid_grant": "The grant was refused: check the credentials or the refresh token.",
+    "unsupported_grant_type": "The endpoint does not accept this grant: check token_url.",
+    "invalid_request": "The endpoint found the request malformed: check token_url and auth_method.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """A token request as plain data: what to send, not how."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = field(repr=False)
+    method: str = "POST"
+
+
+ExpiryField = Callable[[Mapping[str, object], float], float | None]
+"""Reads a provider's own expiry field from a response: ``(payload, now) -> epoch``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one kind of token endpoint speaks. Providers are values of this type."""
+
+    name: str = "oauth2"
+    grant_type: str | None = "client_credentials"
+    """``None`` for endpoints that take credentials only (no OAuth2 grant field)."""
+    id_field: str = "client_id"
+    secret_field: str = "client_secret"
+    headers: tuple[tuple[str, str], ...] = (("Accept", "application/json"),)
+    expiry_field: ExpiryField | None = None
+    rejected_hint: str = ""
+    """Appended to the message when the credentials are rejected."""
+    rejected_after_success_hint: str = ""
+    """Appended instead when they are rejected after having worked in this process."""
+
+
+OAUTH2 = Dialect()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Everything needed to build a token request, secrets included (never shown)."""
+
+    token_url: str
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    auth_method: str = "client_secret_basic"
+    scope: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+    private_key: bytes | None = field(default=None, repr=False)
+    signing_alg: str | None = None
+    key_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.auth_method not in AUTH_METHODS:
+            raise ConfigurationError(
+                f"auth_method={self.auth_method!r} is not supported; use one of {AUTH_METHODS}."
+            )
+        bad = sorted(_RESERVED.intersection(k for k, _ in self.extra))
+        if bad:
+            raise ConfigurationError(
+                f"extra_params may not set {', '.join(bad)}: pass them as their own arguments."
+            )
+        if self.auth_method == "private_key_jwt":
+            if not self.private_key:
+                raise ConfigurationError("auth_method='private_key_jwt' needs private_key=<PEM>.")
+            self.signing_key()  # fail at construction, not at the first request
+        elif not self.client_secret:
+            raise ConfigurationError(
+                f"auth_method={self.auth_method!r} needs a non-empty client secret."
+            )
+
+    def signing_key(self) -> OctKey | RSAKey | ECKey | OKPKey:
+        """The key that signs client assertions (JWT auth methods only)."""
+        if self.auth_method == "client_secret_jwt":
+            return cast("OctKey", OctKey.import_key(self.client_secret or ""))
+        alg = self.signing_alg or "RS256"
+        key_type = _KEY_TYPES.get(alg[:2])
+        if key_type is None:
+            raise ConfigurationError(f"signing_alg={alg!r} is not supported for private_key_jwt.")
+        try:
+            return cast("RSAKey | ECKey | OKPKey", key_type.import_key(self.private_key or b""))
+        except (ValueError, TypeError):
+            # "from None": the loader's message may quote key material.
+            raise ConfigurationError(
+                f"private_key could not be loaded as a {key_type.__name__[:-3]} key for {alg}:"
+                " pass the PEM text of an unencrypted private key."
+            ) from None
+
+
+def _basic(client_id: str, secret: str) -> str:
+    # RFC 6749 §2.3.1: form-encode id and secret, then base64 them.
+    pair = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _assertion(settings: ClientSettings, now: float) -> str:
+    key = settings.signing_key()
+    options: dict[str, object] = {"issued_at": int(now), "expires_in": _ASSERTION_LIFETIME}
+    if settings.key_id:
+        options["header"] = {"kid": settings.key_id}
+    if settings.auth_method == "client_secret_jwt":
+        sign = client_secret_jwt_sign
+        options["alg"] = settings.signing_alg or "HS256"
+    else:
+        sign = private_key_jwt_sign
+        options["alg"] = settings.signing_alg or "RS256"
+    result = sign(key, settings.client_id, settings.token_url, **options)
+    return result.decode() if isinstance(result, bytes) else str(result)
+
+
+def build_request(
+    dialect: Dialect,
+    settings: ClientSettings,
+    now: float,
+    *,
+    refresh_token: str | None = None,
+) -> TokenRequest:
+    """The token request for ``settings``; a refresh-token grant when one is given."""
+    fields: dict[str, str] = {}
+    headers = list(dialect.headers)
+    if refresh_token is not None:
+        fields.update(grant_type="refresh_token", refresh_token=refresh_token)
+    elif dialect.grant_type is not None:
+        fields["grant_type"] = dialect.grant_type
+    method = settings.auth_method
+    if method == "client_secret_basic":
+        headers.append(("Authorization", _basic(settings.client_id, settings.client_secret or "")))
+    elif method in ("client_secret_post", "client_secret_json"):
+        fields[dialect.id_field] = settings.client_id
+        fields[dialect.secret_field] = settings.client_secret or ""
+    else:
+        fields["client_id"] = settings.client_id
+        fields["client_assertion_type"] = _ASSERTION_TYPE
+        fields["client_assertion"] = _assertion(settings, now)
+    if settings.scope and refresh_token is None:
+        fields["scope"] = settings.scope
+    if refresh_token is None:
+        fields.update(settings.extra)
+    if method == "client_secret_json":
+        headers.append(("Content-Type", "application/json"))
+        body = json.dumps(fields).encode()
+    else:
+        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+        body = urlencode(fields).encode()
+    return TokenRequest(settings.token_url, tuple(headers), body)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from ``now`` (RFC 9110: delay-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - now
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), 3600.0)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def _decode(headers: Mapping[str, str], body: bytes) -> dict[str, object] | None:
+    """The body as a JSON object (or form, when the server says so); ``None`` if neither."""
+    content_type = (_header(headers, "Content-Type") or "").lower()
+    try:
+        text = body[:MAX_BODY_BYTES].decode("utf-8")
+        if "application/x-www-form-urlencoded" in content_type:
+            return dict(parse_qsl(text, keep_blank_values=True))
+        payload = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _text(payload: Mapping[str, object], name: str) -> str:
+    value = payload.get(name)
+    return excerpt(value, 300) if isinstance(value, str) else ""
+
+
+def _rejected(dialect: Dialect, url: str, status: int, payload: Mapping[str, object]) -> Exception:
+    error = _text(payload, "error")
+    description = _text(payload, "error_description") or _text(payload, "message")
+    label = f"{error}: {description}" if error and description else error or description
+    hint = _HINTS.get(error, "Check the client id, secret and scope.")
+    if error in ("", "invalid_client", "unauthorized_client") and dialect.rejected_hint:
+        hint = f"{hint} {dialect.rejected_hint}"
+    return CredentialsRejectedError(
+        f"The token endpoint {url} refused the request (HTTP {status}"
+        + (f", {label}" if label else "")
+        + f"). {hint}",
+        token_url=url,
+        error=error,
+        error_description=description,
+        error_uri=_text(payload, "error_uri"),
+        status_code=status,
+    )
+
+
+def _failure(
+    url: str, status: int, headers: Mapping[str, str], body: bytes, now: float
+) -> Exception:
+    retry_after = parse_retry_after(_header(headers, "Retry-After"), now)
+    text = excerpt(body)
+    if 300 <= status < 400:
+        where = _header(headers, "Location") or "elsewhere"
+        advice = f"It redirects to {excerpt(where, 120)}: set token_url to the final address."
+    elif status == 429:
+        advice = "It is rate limiting this client: chaveiro waits before asking again."
+    elif status >= 500:
+        advice = "The provider is failing: chaveiro retries later; check its status page."
+    else:
+        advice = "Check token_url and the request format for this provider."
+    detail = f": {text}" if text else ""
+    return TokenEndpointError(
+        f"The token endpoint {url} answered HTTP {status}{detail}. {advice}",
+        token_url=url,
+        status_code=status,
+        retry_after=retry_after,
+        body_excerpt=text,
+    )
+
+
+def parse_response(
+    dialect: Dialect,
+    url: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+) -> Token:
+    """A token from a token endpoint's answer, or the typed error it amounts to."""
+    payload = _decode(headers, body)
+    if not 200 <= status < 300:
+        has_error = payload is not None and isinstance(payload.get("error"), str)
+        if payload is not None and (
+            (has_error and 400 <= status < 500 and status != 429) or status in (401, 403)
+        ):
+            raise _rejected(dialect, url, status, payload)
+        if payload is None and status in (401, 403):
+            raise _rejected(dialect, url, status, {})
+        raise _failure(url, status, headers, body, now)
+    if payload is None:
+        raise InvalidTokenResponseError(
+            f"The token endpoint {url} answered HTTP {status} with a body that is not a JSON"
+            f" object ({excerpt(body, 80) or 'empty'}). Check token_url: it may point to a web"
+            " page instead of the token endpoint.",
+            token_url=url,
+        )
+    if isinstance(payload.get("error"), str):
+        raise _rejected(dialect, url, status, payload)
+    access_token = payload.get("access_token")
+    if not isinstance(access_token, str) or not access_token.strip():
+        present = ", ".join(sorted(str(k)[:30] for k in payload)[:10]) or "none"
+        raise InvalidTokenResponseError(
+            f"The token endpoint {url} answered without an access_token (fields present:"
+            f" {present}). Check token_url and that this provider is the right one.",
+            token_url=url,
+        )
+    token_type = payload.get("token_type", "Bearer")
+    if not isinstance(token_type, str) or token_type.lower() not in ("bearer", ""):
+        raise InvalidTokenResponseError(
+            f"The token endpoint {url} issued a token of type {excerpt(str(token_type), 30)!r};"
+            " chaveiro sends Bearer tokens only.",
+            token_url=url,
+        )
+    provider_expiry = dialect.expiry_field(payload, now) if dialect.expiry_field else None
+    expires_at = choose_expiry(
+        now,
+        expires_in=payload.get("expires_in"),
+        provider_expires_at=provider_expiry,
+        access_token=access_token,
+    )
+    refresh = payload.get("refresh_token")
+    refresh_in = payload.get("refresh_expires_in")
+    refresh_expires_at = None
+    if isinstance(refresh_in, int | float) and not isinstance(refresh_in, bool) and refresh_in > 0:
+        refresh_expires_at = now + min(float(refresh_in), 7 * 24 * 3600.0)
+    scope = payload.get("scope")
+    return Token(
+        access_token=access_token.strip(),
+        expires_at=expires_at,
+        issued_at=now,
+        scope=normalize_scope(scope) if isinstance(scope, str) else None,
+        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+        refresh_expires_at=refresh_expires_at,
+    )

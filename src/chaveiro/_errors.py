@@ -1,0 +1,140 @@
+"""Every error chaveiro raises.
+
+::
+
+    ChaveiroError
+    ├── ConfigurationError          (also a ValueError) bad or missing settings
+    │   ├── InsecureURLError        a token URL that is not HTTPS
+    │   └── MissingSettingError     a required environment variable or argument is absent
+    └── TokenError                  getting a token failed
+        ├── CredentialsRejectedError   the provider answered with an RFC 6749 §5.2 error
+        ├── TokenEndpointError         the endpoint failed (status and a short body excerpt)
+        │   └── TokenEndpointUnreachableError  no HTTP answer at all (DNS, connect, TLS, timeout)
+        └── InvalidTokenResponseError  a 2xx answer that is not a usable token
+
+Messages name what went wrong and what to do. They never hold a client secret,
+an access token or a refresh token: provider bodies are excerpted, capped and
+scrubbed of anything that looks like a token.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ChaveiroError",
+    "ConfigurationError",
+    "CredentialsRejectedError",
+    "InsecureURLError",
+    "InvalidTokenResponseError",
+    "MissingSettingError",
+    "TokenEndpointError",
+    "TokenEndpointUnreachableError",
+    "TokenError",
+    "excerpt",
+]
+
+_EXCERPT_CHARS = 200
+_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
+_SPACES = re.compile(r"\s+")
+# Long base64url-ish runs (JWTs, opaque tokens) are never shown, even in excerpts.
+_TOKENISH = re.compile(r"[A-Za-z0-9_\-\.~+/=]{32,}")
+
+
+def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
+    """Return a one-line, capped, token-free excerpt of a response body."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = text[: limit * 20]
+    if "<" in text and ">" in text:
+        title = re.search(r"<title[^>]*>(.*?)</title\s*>", text, re.IGNORECASE | re.DOTALL)
+        text = title.group(1) if title else _TAGS.sub(" ", text)
+    text = _TOKENISH.sub("[redacted]", _SPACES.sub(" ", text).strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ChaveiroError(Exception):
+    """Base class of every error raised by chaveiro."""
+
+
+class ConfigurationError(ChaveiroError, ValueError):
+    """The auth object was given settings it cannot work with."""
+
+
+class InsecureURLError(ConfigurationError):
+    """A token URL uses plain HTTP on a non-loopback host."""
+
+
+class MissingSettingError(ConfigurationError):
+    """A required setting (an argument or environment variable) is missing."""
+
+    def __init__(self, message: str, *, names: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.names = names
+
+
+class TokenError(ChaveiroError):
+    """Getting an access token failed."""
+
+    def __init__(self, message: str, *, token_url: str = "") -> None:
+        super().__init__(message)
+        self.token_url = token_url
+
+
+class CredentialsRejectedError(TokenError):
+    """The token endpoint refused the request with an RFC 6749 §5.2 error.
+
+    ``error`` is the provider's code (``invalid_client``, ``invalid_scope``...),
+    ``error_description`` its text, ``status_code`` the HTTP status.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        token_url: str = "",
+        error: str = "",
+        error_description: str = "",
+        error_uri: str = "",
+        status_code: int = 0,
+    ) -> None:
+        super().__init__(message, token_url=token_url)
+        self.error = error
+        self.error_description = error_description
+        self.error_uri = error_uri
+        self.status_code = status_code
+
+
+class TokenEndpointError(TokenError):
+    """The token endpoint answered with a failure status, or not at all.
+
+    ``status_code`` is the HTTP status (0 when there was no answer),
+    ``retry_after`` the seconds the server asked us to wait (or ``None``),
+    ``body_excerpt`` a short, token-free extract of the body.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        token_url: str = "",
+        status_code: int = 0,
+        retry_after: float | None = None,
+        body_excerpt: str = "",
+    ) -> None:
+        super().__init__(message, token_url=token_url)
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.body_excerpt = body_excerpt
+
+    @property
+    def retryable(self) -> bool:
+        """True for network failures, 5xx and 429: worth asking again later."""
+        return self.status_code in {0, 429} or self.status_code >= 500
+
+
+class TokenEndpointUnreachableError(TokenEndpointError):
+    """No HTTP answer from the token endpoint: DNS, connection, TLS or timeout."""
+
+
+class InvalidTokenResponseError(TokenError):
+    """The token endpoint answered 2xx, but not with a usable token."""

@@ -1,0 +1,624 @@
+"""The token manager: when to fetch, who fetches, what everyone else does meanwhile.
+
+Every decision is written once, as a generator (:meth:`TokenManager.flow`) that
+yields *steps* — send this token request, sleep, wait for another caller's
+fetch, read or write the cache — and receives their results. Two small drivers,
+:func:`run_sync` and :func:`run_async`, carry the steps out with blocking calls
+or with ``await``; they are the only code that differs between sync and async.
+
+Single flight: per identity there is one :class:`_Slot` in the process (per
+cache). The first caller that finds the token missing or due for renewal
+becomes the leader and fetches; the others wait for its :class:`Flight`, or keep
+using the current token while it is still valid. The flight carries a failure
+as well as a token, and a failed renewal starts a cool-down during which callers
+get that failure at once instead of asking the provider again. The slot's lock
+guards a few field reads and writes only; it is never held across I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import anyio
+import sniffio
+
+from chaveiro._caches import TokenCache
+from chaveiro._dialect import ClientSettings, Dialect, TokenRequest, build_request, parse_response
+from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError
+from chaveiro._token import Clock, Identity, Token
+
+__all__ = [
+    "Flight",
+    "Policy",
+    "RawResponse",
+    "Stats",
+    "TokenManager",
+    "run_async",
+    "run_sync",
+]
+
+logger = logging.getLogger("chaveiro")
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    """A token endpoint's answer, as plain data."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Timing rules for fetching; every field has a sane default."""
+
+    leeway: float = 30.0
+    attempts: int = 3
+    """Tries per renewal for network errors, 5xx and 429."""
+    deadline: float = 20.0
+    """Upper bound, in seconds, on one renewal including its retries."""
+    backoff: float = 0.5
+    backoff_cap: float = 5.0
+    cooldown: float = 1.0
+    """Cool-down after the first failed renewal; doubles with each further one."""
+    cooldown_cap: float = 30.0
+    rejected_cooldown: float = 10.0
+    """Cool-down after the provider rejected the credentials."""
+
+    def backoff_delay(self, attempt: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff, never shorter than ``Retry-After``."""
+        jitter = random.uniform(0, min(self.backoff_cap, self.backoff * 2.0**attempt))  # noqa: S311
+        return max(jitter, retry_after or 0.0)
+
+    def cooldown_for(self, error: TokenError, failures: int) -> float:
+        """How long callers get ``error`` without a new request to the provider."""
+        if isinstance(error, CredentialsRejectedError):
+            base = self.rejected_cooldown
+        else:
+            base = self.cooldown
+        delay = min(self.cooldown_cap, base * 2.0 ** max(0, failures - 1))
+        if isinstance(error, TokenEndpointError) and error.retry_after is not None:
+            delay = min(max(self.cooldown, error.retry_after), 300.0)
+        return delay
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters for one identity in this process (snapshot with :meth:`copy`)."""
+
+    fetched: int = 0
+    """Token requests that gave a token (first fetches and renewals)."""
+    renewed: int = 0
+    """Of those, the ones that replaced an earlier token."""
+    reused: int = 0
+    """Requests answered from a held token without asking anyone."""
+    failed: int = 0
+    """Renewals that failed (after retries)."""
+    replayed: int = 0
+    """Requests replayed after a 401."""
+    cache_hits: int = 0
+    """Tokens found in the cache that another auth object or process had fetched."""
+
+    def copy(self) -> Stats:
+        return copy.copy(self)
+
+
+class Flight:
+    """One fetch in progress; everyone who needs its result waits on it."""
+
+    __slots__ = ("_callbacks", "_event", "_lock", "error", "token")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self.token: Token | None = None
+        self.error: TokenError | None = None
+
+    def finish(self, token: Token | None = None, error: TokenError | None = None) -> None:
+        """Publish the outcome (neither: the leader gave up; waiters try again)."""
+        with self._lock:
+            self.token, self.error = token, error
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+    async def wait_async(self, timeout: float) -> bool:
+        """Wait without blocking the event loop (asyncio or trio)."""
+        if self._event.is_set():
+            return True
+        if sniffio.current_async_library() == "trio":
+            import trio  # noqa: PLC0415 - only under trio
+
+            event = trio.Event()
+            trio_token = trio.lowlevel.current_trio_token()
+
+            def wake_trio() -> None:
+                with contextlib.suppress(trio.RunFinishedError):  # that run is over
+                    trio_token.run_sync_soon(event.set)
+
+            self.add_done_callback(wake_trio)
+            with trio.move_on_after(timeout):
+                await event.wait()
+            return self._event.is_set()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def wake_asyncio() -> None:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(resolve)
+
+        self.add_done_callback(wake_asyncio)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(future, timeout)
+        return self._event.is_set()
+
+
+class _Slot:
+    """Process-wide state of one identity in one cache."""
+
+    __slots__ = (
+        "failure",
+        "failure_until",
+        "failures",
+        "flight",
+        "lock",
+        "stats",
+        "succeeded",
+        "token",
+    )
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.token: Token | None = None
+        self.flight: Flight | None = None
+        self.failure: TokenError | None = None
+        self.failure_until = 0.0
+        self.failures = 0
+        self.succeeded = False
+        self.stats = Stats()
+
+
+_registry_lock = threading.Lock()
+_registry: weakref.WeakKeyDictionary[TokenCache, dict[str, _Slot]] = weakref.WeakKeyDictionary()
+
+
+def _slot_for(cache: TokenCache, key: str) -> _Slot:
+    with _registry_lock:
+        slots = _registry.get(cache)
+        if slots is None:
+            slots = _registry[cache] = {}
+        slot = slots.get(key)
+        if slot is None:
+            slot = slots[key] = _Slot()
+        return slot
+
+
+def reset_state() -> None:
+    """Forget every token, flight and cool-down held in this process (for tests)."""
+    with _registry_lock:
+        for slots in _registry.values():
+            for slot in slots.values():
+                slot.__init__()  # type: ignore[misc]
+
+
+def _after_fork_in_child() -> None:
+    # Locks held by other threads at fork() time would stay held forever in the
+    # child, and their flights would never finish: start every slot afresh but
+    # keep the tokens, which are still good.
+    global _registry_lock  # noqa: PLW0603
+    _registry_lock = threading.Lock()
+    for slots in _registry.values():
+        for slot in slots.values():
+            token, stats = slot.token, slot.stats
+            slot.__init__()  # type: ignore[misc]
+            slot.token, slot.stats = token, stats
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---- steps -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    request: TokenRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    flight: Flight
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheGet:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSet:
+    key: str
+    token: Token
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLock:
+    key: str
+    timeout: float
+
+
+Step: TypeAlias = Send | Sleep | Wait | CacheGet | CacheSet | CacheLock
+Flow: TypeAlias = Generator[Step, Any, Token]
+
+
+class TokenManager:
+    """Fetches, shares and renews the token of one identity."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        settings: ClientSettings,
+        identity: Identity,
+        cache: TokenCache,
+        *,
+        clock: Clock = time.time,
+        policy: Policy | None = None,
+        use_refresh_token: bool = False,
+    ) -> None:
+        self.dialect = dialect
+        self.settings = settings
+        self.identity = identity
+        self.cache = cache
+        self.clock = clock
+        self.policy = policy or Policy()
+        self.use_refresh_token = use_refresh_token
+        self.slot = _slot_for(cache, identity.key)
+
+    @property
+    def wait_timeout(self) -> float:
+        """How long a caller waits for another caller's fetch before giving up."""
+        return self.policy.deadline + 5.0
+
+    def fresh_token(self) -> Token | None:
+        """The held token if it needs no renewal: the hot path, no locks, no I/O."""
+        token = self.slot.token
+        if token is not None and token.is_fresh(self.clock(), self.policy.leeway):
+            self.slot.stats.reused += 1
+            return token
+        return None
+
+    def flow(self, stale: str | None = None) -> Flow:
+        """Obtain a usable token; ``stale`` is an access token that an API just refused."""
+        slot = self.slot
+        while True:
+            now = self.clock()
+            with slot.lock:
+                held = slot.token
+                if held is not None and held.access_token == stale:
+                    held = None
+                if held is not None and held.is_fresh(now, self.policy.leeway):
+                    return held
+                usable = held if held is not None and held.is_valid(now) else None
+                if slot.failure is not None and now < slot.failure_until:
+                    if usable is not None:
+                        return usable
+                    raise copy.copy(slot.failure)
+                flight = slot.flight
+                leader = flight is None
+                if flight is None:
+                    flight = slot.flight = Flight()
+            if not leader:
+                if usable is not None:
+                    return usable  # someone is renewing it; keep using the current one
+                yield Wait(flight, self.wait_timeout)
+                if flight.error is not None:
+                    raise copy.copy(flight.error)
+                if flight.token is not None and flight.token.access_token != stale:
+                    return flight.token
+                if not flight.wait(0):
+                    raise TokenEndpointError(
+                        f"Gave up after {self.wait_timeout:.0f} s waiting for another caller's"
+                        f" token request to {self.settings.token_url}. The token endpoint is"
+                        " too slow: check it, or raise the deadline.",
+                        token_url=self.settings.token_url,
+                    )
+                continue  # the leader gave up without a result: try again
+            return (yield from self._lead(flight, slot, held, usable, stale))
+
+    def _lead(
+        self,
+        flight: Flight,
+        slot: _Slot,
+        held: Token | None,
+        usable: Token | None,
+        stale: str | None,
+    ) -> Flow:
+        try:
+            token = yield from self._fetch_shared(held, stale)
+        except TokenError as exc:
+            error = self._remember_failure(slot, exc)
+            flight.finish(error=error)
+            if usable is not None:
+                logger.warning(
+                    "token renewal failed; still using token %s until it expires: %s",
+                    usable.fingerprint,
+                    error,
+                )
+                return usable
+            raise error from None
+        except BaseException:
+            with slot.lock:
+                slot.flight = None
+            flight.finish()
+            raise
+        with slot.lock:
+            slot.token = token
+            slot.flight = None
+            slot.failure = None
+            slot.failures = 0
+            slot.succeeded = True
+        flight.finish(token=token)
+        return token
+
+    def _remember_failure(self, slot: _Slot, error: TokenError) -> TokenError:
+        if (
+            isinstance(error, CredentialsRejectedError)
+            and slot.succeeded
+            and error.error in ("invalid_client", "")
+            and self.dialect.rejected_after_success_hint
+        ):
+            error = CredentialsRejectedError(
+                f"{error} {self.dialect.rejected_after_success_hint}",
+                token_url=error.token_url,
+                error=error.error,
+                error_description=error.error_description,
+                error_uri=error.error_uri,
+                status_code=error.status_code,
+            )
+        with slot.lock:
+            slot.failures += 1
+            slot.stats.failed += 1
+            pause = self.policy.cooldown_for(error, slot.failures)
+            slot.failure = error
+            slot.failure_until = self.clock() + pause
+            slot.flight = None
+        logger.warning(
+            "token request to %s failed (%d in a row); not asking again for %.1f s: %s",
+            self.settings.token_url,
+            slot.failures,
+            pause,
+            error,
+        )
+        return error
+
+    def _fetch_shared(self, held: Token | None, stale: str | None) -> Flow:
+        """Leader only: look in the cache, under its lock, before asking the provider.
+
+        The driver holds the cache lock from ``CacheLock`` until ``CacheSet`` or the
+        end of the flow, whichever comes first, and releases it on any error.
+        """
+        key = self.identity.key
+        cached = yield CacheGet(key)
+        if self._adoptable(cached, stale):
+            assert isinstance(cached, Token)
+            return cached
+        yield CacheLock(key, self.wait_timeout)
+        cached = yield CacheGet(key)
+        if self._adoptable(cached, stale):
+            assert isinstance(cached, Token)
+            return cached
+        token = yield from self._request(held)
+        yield CacheSet(key, token)
+        return token
+
+    def _adoptable(self, cached: object, stale: str | None) -> bool:
+        if not isinstance(cached, Token) or cached.access_token == stale:
+            return False
+        if not cached.is_fresh(self.clock(), self.policy.leeway):
+            return False
+        self.slot.stats.cache_hits += 1
+        logger.debug("token %s found in the cache", cached.fingerprint)
+        return True
+
+    def _request(self, held: Token | None) -> Flow:
+        """Ask the provider, with bounded retries for transient failures."""
+        policy, settings = self.policy, self.settings
+        refresh = held.refresh_token if held is not None else None
+        if not (self.use_refresh_token and held is not None and held.refresh_usable(self.clock())):
+            refresh = None
+        started = self.clock()
+        attempt = 0
+        while True:
+            now = self.clock()
+            request = build_request(self.dialect, settings, now, refresh_token=refresh)
+            try:
+                raw: RawResponse = yield Send(request)
+                token = parse_response(
+                    self.dialect,
+                    settings.token_url,
+                    raw.status,
+                    raw.headers,
+                    raw.body,
+                    self.clock(),
+                )
+            except CredentialsRejectedError as exc:
+                if refresh is not None:
+                    logger.info("refresh token refused (%s); using client credentials", exc.error)
+                    refresh = None
+                    continue
+                raise
+            except TokenEndpointError as exc:
+                attempt += 1
+                delay = policy.backoff_delay(attempt - 1, exc.retry_after)
+                spent = self.clock() - started
+                if (
+                    not exc.retryable
+                    or attempt >= policy.attempts
+                    or spent + delay > policy.deadline
+                ):
+                    raise
+                logger.info(
+                    "token request to %s failed (%s); retry %d in %.2f s",
+                    settings.token_url,
+                    exc.status_code or "no answer",
+                    attempt,
+                    delay,
+                )
+                yield Sleep(delay)
+                continue
+            self._log_fetch(token, held, refreshed=refresh is not None)
+            return token
+
+    def _log_fetch(self, token: Token, held: Token | None, *, refreshed: bool) -> None:
+        stats = self.slot.stats
+        stats.fetched += 1
+        if held is not None:
+            stats.renewed += 1
+        logger.debug(
+            "%s token %s from %s (expires in %.0f s)",
+            "renewed" if held is not None else "fetched",
+            token.fingerprint,
+            self.settings.token_url,
+            token.expires_at - token.issued_at,
+            extra={"chaveiro_event": "renewed" if held else "fetched", "refresh_grant": refreshed},
+        )
+
+
+# ---- drivers -----------------------------------------------------------------------------
+
+
+def _cache_failed(step: Step, exc: Exception) -> None:
+    logger.warning(
+        "token cache failed during %s (%s: %s); going on without it",
+        type(step).__name__,
+        type(exc).__name__,
+        exc,
+    )
+
+
+def _cache_step(cache: TokenCache, step: Step, held_locks: ExitStack) -> Any:
+    try:
+        if isinstance(step, CacheGet):
+            return cache.get(step.key)
+        if isinstance(step, CacheSet):
+            cache.set(step.key, step.token)
+            held_locks.close()
+            return None
+        assert isinstance(step, CacheLock)
+        return held_locks.enter_context(cache.lock(step.key, step.timeout))
+    except Exception as exc:  # noqa: BLE001 - a cache failure never fails a request
+        _cache_failed(step, exc)
+        return None
+
+
+async def _acache_step(cache: TokenCache, step: Step, held_locks: AsyncExitStack) -> Any:
+    try:
+        if isinstance(step, CacheGet):
+            return await cache.aget(step.key)
+        if isinstance(step, CacheSet):
+            await cache.aset(step.key, step.token)
+            await held_locks.aclose()
+            return None
+        assert isinstance(step, CacheLock)
+        return await held_locks.enter_async_context(cache.alock(step.key, step.timeout))
+    except Exception as exc:  # noqa: BLE001 - a cache failure never fails a request
+        _cache_failed(step, exc)
+        return None
+
+
+def run_sync(flow: Flow, cache: TokenCache) -> Generator[TokenRequest | Token, Any, None]:
+    """Carry out a flow's steps with blocking calls; sends are yielded to the caller.
+
+    The last item yielded is the token. Exceptions thrown in at a yielded token
+    request go to the flow, which decides what they mean.
+    """
+    with ExitStack() as held_locks:
+        try:
+            reply: Any = None
+            error: BaseException | None = None
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(reply)
+                except StopIteration as stop:
+                    held_locks.close()
+                    yield stop.value
+                    return
+                reply, error = None, None
+                if isinstance(step, Send):
+                    try:
+                        reply = yield step.request
+                    except Exception as exc:  # noqa: BLE001 - handed to the flow
+                        error = exc
+                elif isinstance(step, Wait):
+                    step.flight.wait(step.timeout)
+                elif isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                else:
+                    reply = _cache_step(cache, step, held_locks)
+        finally:
+            flow.close()
+
+
+async def run_async(flow: Flow, cache: TokenCache) -> AsyncGenerator[TokenRequest | Token, Any]:
+    """The same as :func:`run_sync`, awaiting instead of blocking (asyncio or trio)."""
+    async with AsyncExitStack() as held_locks:
+        try:
+            reply: Any = None
+            error: BaseException | None = None
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(reply)
+                except StopIteration as stop:
+                    await held_locks.aclose()
+                    yield stop.value
+                    return
+                reply, error = None, None
+                if isinstance(step, Send):
+                    try:
+                        reply = yield step.request
+                    except Exception as exc:  # noqa: BLE001 - handed to the flow
+                        error = exc
+                elif isinstance(step, Wait):
+                    await step.flight.wait_async(step.timeout)
+                elif isinstance(step, Sleep):
+                    await anyio.sleep(step.seconds)
+                else:
+                    reply = await _acache_step(cache, step, held_locks)
+        finally:
+            flow.close()
