@@ -329,7 +329,7 @@ class TokenManager:
         while True:
             now = self.clock()
             with slot.lock:
-                held = slot.token
+                previous = held = slot.token
                 if held is not None and held.access_token == stale:
                     held = None
                 if held is not None and held.is_fresh(now, self.policy.leeway):
@@ -359,18 +359,19 @@ class TokenManager:
                         token_url=self.settings.token_url,
                     )
                 continue  # the leader gave up without a result: try again
-            return (yield from self._lead(flight, slot, held, usable, stale))
+            return (yield from self._lead(flight, slot, previous, usable, stale))
 
     def _lead(
         self,
         flight: Flight,
         slot: _Slot,
-        held: Token | None,
+        previous: Token | None,
         usable: Token | None,
         stale: str | None,
     ) -> Flow:
+        """Fetch for everyone; ``previous`` is the token being replaced, if any."""
         try:
-            token = yield from self._fetch_shared(held, stale)
+            token = yield from self._fetch_shared(previous, stale)
         except TokenError as exc:
             error = self._remember_failure(slot, exc)
             flight.finish(error=error)
@@ -427,7 +428,7 @@ class TokenManager:
         )
         return error
 
-    def _fetch_shared(self, held: Token | None, stale: str | None) -> Flow:
+    def _fetch_shared(self, previous: Token | None, stale: str | None) -> Flow:
         """Leader only: look in the cache, under its lock, before asking the provider.
 
         The driver holds the cache lock from ``CacheLock`` until ``CacheSet`` or the
@@ -443,7 +444,7 @@ class TokenManager:
         if self._adoptable(cached, stale):
             assert isinstance(cached, Token)
             return cached
-        token = yield from self._request(held)
+        token = yield from self._request(previous)
         yield CacheSet(key, token)
         return token
 
@@ -456,12 +457,12 @@ class TokenManager:
         logger.debug("token %s found in the cache", cached.fingerprint)
         return True
 
-    def _request(self, held: Token | None) -> Flow:
+    def _request(self, previous: Token | None) -> Flow:
         """Ask the provider, with bounded retries for transient failures."""
         policy, settings = self.policy, self.settings
-        refresh = held.refresh_token if held is not None else None
-        if not (self.use_refresh_token and held is not None and held.refresh_usable(self.clock())):
-            refresh = None
+        refresh = None
+        if self.use_refresh_token and previous is not None and previous.refresh_usable(self.clock()):
+            refresh = previous.refresh_token
         started = self.clock()
         attempt = 0
         while True:
@@ -502,7 +503,7 @@ class TokenManager:
                 )
                 yield Sleep(delay)
                 continue
-            self._log_fetch(token, held, refreshed=refresh is not None)
+            self._log_fetch(token, previous, refreshed=refresh is not None)
             return token
 
     def _log_fetch(self, token: Token, held: Token | None, *, refreshed: bool) -> None:
