@@ -8,13 +8,14 @@ import time
 import anyio
 import httpx
 import pytest
+import requests
 
 from chaveiro import (
     ClientCredentialsAuth,
     CredentialsRejectedError,
     TokenEndpointUnreachableError,
 )
-from chaveiro.testing import FakeTokenServer, Failure
+from chaveiro.testing import Failure, FakeTokenServer
 
 
 class CountingTransport(httpx.BaseTransport):
@@ -119,8 +120,6 @@ def test_connection_error_is_typed(make_auth):
 
 def test_sync_and_requests_share_one_object(server: FakeTokenServer, make_auth):
     """One auth object serves requests and httpx at once, with one token."""
-    import requests
-
     auth = make_auth()
     with httpx.Client(auth=auth) as client:
         client.get(server.api_url())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 
 import pytest
 import requests
@@ -16,7 +17,7 @@ from chaveiro import (
     TokenEndpointError,
     TokenEndpointUnreachableError,
 )
-from chaveiro.testing import FakeTokenServer, Failure
+from chaveiro.testing import Failure, FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
 
@@ -55,8 +56,6 @@ def test_different_scope_is_a_different_token(server: FakeTokenServer, make_auth
 
 def test_renews_before_expiry(server: FakeTokenServer, make_auth):
     """Inside the leeway window the token is renewed; before it, reused."""
-    import time
-
     clock = FakeClock(time.time())
     auth = make_auth(clock=clock, leeway=30)
     session = requests.Session()
@@ -137,8 +136,6 @@ def test_non_401_errors_pass_through(server: FakeTokenServer, make_auth):
 
 def test_32_threads_with_an_expired_token_make_one_request(server: FakeTokenServer, make_auth):
     """Threads that all find the token expired at once cause a single token request."""
-    import time
-
     clock = FakeClock(time.time())
     auth = make_auth(clock=clock)
     session = requests.Session()

@@ -57,7 +57,7 @@ def test_renewal_is_never_earlier_than_half_the_lifetime(lifetime: float, leeway
     renew_at = token.renew_at(leeway)
     assert renew_at >= NOW + lifetime / 2 - 1e-6
     assert renew_at <= token.expires_at
-    assert token.is_fresh(NOW, leeway) == (NOW < renew_at)
+    assert token.is_fresh(NOW, leeway) == (renew_at > NOW)
 
 
 def test_default_leeway_renews_thirty_seconds_early():

@@ -466,12 +466,12 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         if body is not None and not isinstance(body, bytes | str) and not rewind:
             logger.info("API answered 401; the request body cannot be replayed")
             return r
+        r.content  # noqa: B018 - consume the 401 first: its connection goes back to the pool
+        r.close()
         stale = sent.partition(" ")[2]
         token = self._obtain_sync(stale)
         if token.access_token == stale:
             return r
-        r.content  # noqa: B018 - consume the 401 so the connection can be reused
-        r.close()
         retry = request.copy()
         retry.headers["Authorization"] = token.authorization
         retry._chaveiro_replay = True  # type: ignore[attr-defined]
@@ -556,6 +556,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         response = yield request
         if response.status_code != 401 or not self.replay_on_401 or not _httpx_replayable(request):
             return
+        response.read()  # frees its connection while we wait for a token
         renewed = yield from self._httpx_token(request, token.access_token)
         if renewed.access_token == token.access_token:
             return
@@ -625,4 +626,5 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
                 return
             if not _httpx_replayable(request):
                 return
+            await response.aread()  # frees its connection while we wait for a token
             stale, token = token.access_token, None

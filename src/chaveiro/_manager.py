@@ -461,7 +461,11 @@ class TokenManager:
         """Ask the provider, with bounded retries for transient failures."""
         policy, settings = self.policy, self.settings
         refresh = None
-        if self.use_refresh_token and previous is not None and previous.refresh_usable(self.clock()):
+        if (
+            self.use_refresh_token
+            and previous is not None
+            and previous.refresh_usable(self.clock())
+        ):
             refresh = previous.refresh_token
         started = self.clock()
         attempt = 0

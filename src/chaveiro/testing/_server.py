@@ -49,6 +49,7 @@ BitizeExpiryFormat = Literal["iso_z", "iso_offset", "iso_naive", "space", "br", 
 _T = TypeVar("_T")
 _log = logging.getLogger(__name__)
 _MAX_BODY = 1024 * 1024
+_MAX_DRAIN = 16 * _MAX_BODY  # read (and drop) this much of a too-large body before answering 413
 _JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="fake"'}
@@ -344,7 +345,7 @@ def _oauth_token(srv: FakeTokenServer, req: RecordedRequest) -> _Response:
     strings = obj is not None and all(isinstance(v, str) for v in obj.values())
     params = _form(req) or (obj if strings else None)
     if params is None:
-        raise _DialectError(400, "invalid_request", "send a form (or JSON) without repeats")
+        raise _DialectError(400, "invalid_request", "send a form, or a JSON object of strings")
     grant = params.get("grant_type")
     if grant is None:
         raise _DialectError(400, "invalid_request", "grant_type is required")
@@ -646,7 +647,7 @@ class FakeTokenServer:
         scheme = "https" if self._ssl_context is not None else "http"
         self._url = f"{scheme}://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name=self._url, daemon=True
+            target=self._httpd.serve_forever, args=(0.01,), name=self._url, daemon=True
         )
         self._thread.start()
         return self
@@ -923,6 +924,7 @@ class _BodyError(Exception):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # bursts of hundreds of connections must not be dropped
 
     def __init__(self, app: FakeTokenServer, ssl_context: ssl.SSLContext | None) -> None:
         self.app = app
@@ -963,12 +965,21 @@ class _HTTPServer(ThreadingHTTPServer):
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 60.0
+    wbufsize = 1 << 16  # headers and body leave in one send, flushed per request
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive connections
     server: _HTTPServer
 
     def setup(self) -> None:
         super().setup()
         if isinstance(self.connection, ssl.SSLSocket):
             self.connection.do_handshake()
+
+    def handle_expect_100(self) -> bool:
+        """Send ``100 Continue`` now, not when the buffered answer is flushed."""
+        self.send_response_only(100)
+        self.end_headers()
+        self.wfile.flush()
+        return True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep stderr quiet."""
@@ -1004,9 +1015,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length", "0").strip()
         if not length.isdigit():
             raise _BodyError(400, "bad Content-Length")
-        if int(length) > _MAX_BODY:
+        size = int(length)
+        if size > _MAX_BODY:
+            if size <= _MAX_DRAIN:
+                self._read_exactly(size)  # so the client gets to read the 413, not a reset
             raise _BodyError(413, "body larger than 1 MiB")
-        return self._read_exactly(int(length))
+        return self._read_exactly(size)
 
     def _read_exactly(self, size: int) -> bytes:
         data = self.rfile.read(size)
@@ -1016,6 +1030,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _read_chunked(self) -> bytes:
         chunks: list[bytes] = []
+        total = 0
         while True:
             size_text = self.rfile.readline(1024).split(b";", 1)[0].strip()
             if not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size_text):
@@ -1023,14 +1038,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             size = int(size_text, 16)
             if size == 0:
                 break
-            if sum(map(len, chunks)) + size > _MAX_BODY:
+            total += size
+            if total > _MAX_DRAIN:
                 raise _BodyError(413, "body larger than 1 MiB")
-            chunks.append(self._read_exactly(size))
+            chunk = self._read_exactly(size)
+            chunks.append(chunk if total <= _MAX_BODY else b"")
             if self.rfile.readline(3) not in (b"\r\n", b"\n"):
                 raise _BodyError(400, "bad chunk terminator")
         for _ in range(100):  # trailer fields, up to the blank line
             if self.rfile.readline(8192) in (b"\r\n", b"\n", b""):
                 break
+        if total > _MAX_BODY:
+            raise _BodyError(413, "body larger than 1 MiB")
         return b"".join(chunks)
 
     def _send(self, resp: _Response) -> None:
