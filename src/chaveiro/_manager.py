@@ -290,6 +290,18 @@ Flow: TypeAlias = Generator[Step, Any, Token]
 class TokenManager:
     """Fetches, shares and renews the token of one identity."""
 
+    __slots__ = (
+        "_renew_at",
+        "cache",
+        "clock",
+        "dialect",
+        "identity",
+        "policy",
+        "settings",
+        "slot",
+        "use_refresh_token",
+    )
+
     def __init__(
         self,
         dialect: Dialect,
@@ -309,6 +321,7 @@ class TokenManager:
         self.policy = policy or Policy()
         self.use_refresh_token = use_refresh_token
         self.slot = _slot_for(cache, identity.key)
+        self._renew_at: tuple[Token | None, float] = (None, 0.0)
 
     @property
     def wait_timeout(self) -> float:
@@ -317,9 +330,16 @@ class TokenManager:
 
     def fresh_token(self) -> Token | None:
         """The held token if it needs no renewal: the hot path, no locks, no I/O."""
-        token = self.slot.token
-        if token is not None and token.is_fresh(self.clock(), self.policy.leeway):
-            self.slot.stats.reused += 1
+        slot = self.slot
+        token = slot.token
+        seen, renew_at = self._renew_at
+        if token is not seen:
+            if token is None:
+                return None
+            renew_at = token.renew_at(self.policy.leeway)
+            self._renew_at = (token, renew_at)  # one tuple: threads never see half of it
+        if self.clock() < renew_at:
+            slot.stats.reused += 1
             return token
         return None
 
@@ -480,7 +500,7 @@ class TokenManager:
                     raw.status,
                     raw.headers,
                     raw.body,
-                    self.clock(),
+                    now,  # lifetimes count from when the request left: conservative
                 )
             except CredentialsRejectedError as exc:
                 if refresh is not None:
