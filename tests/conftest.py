@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from chaveiro import ClientCredentialsAuth
-from chaveiro._caches import default_cache
+from chaveiro._caches import default_cache, reset_cache_health
 from chaveiro._manager import reset_state
 from chaveiro.testing import FakeTokenServer
 
@@ -21,9 +26,11 @@ def _fresh_chaveiro_state() -> Iterator[None]:
     """Every test starts with an empty process-wide cache and no flights or cool-downs."""
     reset_state()
     default_cache().clear()
+    reset_cache_health()
     yield
     reset_state()
     default_cache().clear()
+    reset_cache_health()
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -66,3 +73,67 @@ def assert_no_secrets(texts: list[str], secrets: list[str]) -> None:
         assert secret, "an empty secret would match everything"
         for text in texts:
             assert secret not in text, f"secret leaked into: {text[:200]!r}"
+
+
+class RedisServer:
+    """A real redis-server on a free 127.0.0.1 port, without persistence."""
+
+    def __init__(self) -> None:
+        executable = shutil.which("redis-server")
+        try:
+            import redis  # noqa: PLC0415 - the optional dependency
+        except ImportError:
+            executable = None
+        if executable is None:
+            message = "redis-server or the redis package is missing (scripts/bootstrap installs both)"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        for _ in range(5):  # another process may grab the free port first
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            self.process = subprocess.Popen(
+                [executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+                + ["--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+            for _ in range(200):
+                if self.process.poll() is not None:
+                    break
+                try:
+                    self.client.ping()
+                except redis.ConnectionError:
+                    time.sleep(0.025)
+                else:
+                    return
+            self.stop()
+        pytest.fail("redis-server did not start")
+
+    def kill(self) -> None:
+        """Kill the server at once, as a crash would."""
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the session's redis-server, emptied for this test."""
+    redis_server.client.flushall()
+    return redis_server.url

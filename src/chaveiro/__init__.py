@@ -10,7 +10,7 @@ the request replayed once when the API answers 401.
 from __future__ import annotations
 
 from chaveiro._auth import ClientCredentialsAuth
-from chaveiro._caches import MemoryCache, TokenCache
+from chaveiro._caches import FileCache, MemoryCache, TokenCache
 from chaveiro._errors import (
     ChaveiroError,
     ConfigurationError,
@@ -23,6 +23,7 @@ from chaveiro._errors import (
     TokenError,
 )
 from chaveiro._manager import Stats
+from chaveiro._redis import RedisCache
 from chaveiro._token import Token
 
 __all__ = [
@@ -30,10 +31,12 @@ __all__ = [
     "ClientCredentialsAuth",
     "ConfigurationError",
     "CredentialsRejectedError",
+    "FileCache",
     "InsecureURLError",
     "InvalidTokenResponseError",
     "MemoryCache",
     "MissingSettingError",
+    "RedisCache",
     "Stats",
     "Token",
     "TokenCache",

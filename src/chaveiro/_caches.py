@@ -1,38 +1,88 @@
-"""Where tokens are kept: the cache protocol and the in-process cache.
+"""Where tokens are kept: the cache protocol, the in-process cache and the file cache.
 
 A cache stores one :class:`~chaveiro._token.Token` per identity key and offers a
-lock, so that when a token must be renewed only one holder of the lock asks the
+lock, so that when a token must be renewed only the holder of the lock asks the
 provider. Within one process chaveiro already lets a single caller fetch; the
-lock matters for caches shared between processes or machines.
+lock matters for caches shared between processes (:class:`FileCache`) or
+machines (:class:`~chaveiro.RedisCache`).
+
+The token manager keeps the current token in the process and consults the
+cache only when that token is missing or due for renewal, so a cache is read
+about once per token lifetime, not once per request.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import re
+import stat
+import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
     asynccontextmanager,
     contextmanager,
 )
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import anyio
+import anyio.to_thread
+import platformdirs
+
+from chaveiro._errors import excerpt
 from chaveiro._token import Token
 
-__all__ = ["MemoryCache", "TokenCache", "default_cache"]
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
+__all__ = [
+    "FileCache",
+    "MemoryCache",
+    "TokenCache",
+    "cache_trouble",
+    "default_cache",
+    "paused",
+    "polled_lock",
+    "reset_cache_health",
+]
+
+logger = logging.getLogger("chaveiro")
+
+WARN_INTERVAL = 60.0
+"""A failing shared cache is reported at most once per this many seconds."""
+
+_MAX_FILE_BYTES = 256 * 1024
+_LOCK_POLL = 0.05
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 @runtime_checkable
 class TokenCache(Protocol):
-    """What chaveiro needs from a token cache.
+    """What chaveiro needs from a token cache: three operations, each in two spellings.
 
-    ``get`` returns the stored token or ``None`` (also when the store fails: a
-    cache problem must never fail a request). ``set`` stores a token, best
-    effort. ``lock`` is a context manager that holds a lock named by ``key`` for
-    at most ``timeout`` seconds and yields ``True`` when it got it, ``False`` when
-    it gave up waiting; callers then fetch without it. The ``a``-prefixed
-    methods are the same for asyncio and trio code.
+    - ``get(key)`` returns the stored token, or ``None`` when there is none or
+      the store cannot be read.
+    - ``set(key, token)`` stores a token, best effort; a store may drop it once
+      ``token.expires_at`` has passed.
+    - ``lock(key, timeout)`` is a context manager holding a lock named by ``key``
+      across processes (or machines) for at most ``timeout`` seconds. It yields
+      ``True`` when it got the lock and ``False`` when it gave up waiting or
+      cannot lock at all; the caller then fetches without it.
+
+    ``aget``, ``aset`` and ``alock`` do the same from asyncio or trio code without
+    blocking the event loop. Keys are hex digests of an identity, never a secret.
+
+    A cache should not raise: a failure means "no token" or "no lock", reported
+    by the cache itself. chaveiro turns anything a cache raises into a warning
+    all the same, because a cache failure must never fail a request.
     """
 
     def get(self, key: str) -> Token | None: ...
@@ -96,3 +146,267 @@ _DEFAULT = MemoryCache()
 def default_cache() -> MemoryCache:
     """The process-wide cache used when no ``cache=`` is given."""
     return _DEFAULT
+
+
+# ---- failures of shared caches -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Trouble:
+    warned_at: float = -WARN_INTERVAL
+    unreported: int = 0
+    paused_until: float = 0.0
+
+
+_troubles: dict[str, _Trouble] = {}
+_troubles_lock = threading.Lock()
+
+
+def cache_trouble(where: str, action: str, exc: BaseException, *, pause: float = 0.0) -> None:
+    """Report that the cache ``where`` failed at ``action``, at most once a minute.
+
+    ``pause`` > 0 also leaves the backend alone for that many seconds (see
+    :func:`paused`), so that a store that is down costs one timeout, not one per call.
+    """
+    now = time.monotonic()
+    with _troubles_lock:
+        trouble = _troubles.setdefault(where, _Trouble())
+        trouble.paused_until = max(trouble.paused_until, now + pause)
+        if now - trouble.warned_at < WARN_INTERVAL:
+            trouble.unreported += 1
+            return
+        unreported, trouble.unreported, trouble.warned_at = trouble.unreported, 0, now
+    logger.warning(
+        "token cache %s failed to %s (%s: %s); requests go on with the tokens kept in this"
+        " process%s%s",
+        where,
+        action,
+        type(exc).__name__,
+        excerpt(str(exc), 160),
+        f"; not asking it again for {pause:.0f} s" if pause > 0 else "",
+        f" ({unreported} more failures since the last warning)" if unreported else "",
+        extra={"chaveiro_event": "cache_failed"},
+    )
+
+
+def paused(where: str) -> bool:
+    """True while the cache ``where`` is left alone after a failure."""
+    trouble = _troubles.get(where)
+    return trouble is not None and time.monotonic() < trouble.paused_until
+
+
+def reset_cache_health() -> None:
+    """Forget every failure of every shared cache (for tests)."""
+    with _troubles_lock:
+        _troubles.clear()
+
+
+@asynccontextmanager
+async def polled_lock(
+    attempt: Callable[[], Awaitable[bool | None]],
+    release: Callable[[], Awaitable[None]],
+    timeout: float,
+    *,
+    what: str,
+) -> AsyncIterator[bool]:
+    """Hold a lock taken by non-blocking attempts, repeated until ``timeout``.
+
+    ``attempt`` answers True (taken), False (busy) or None (the store failed: stop).
+    Waiting can be cancelled; an attempt and the release cannot, so a lock that was
+    taken is never lost.
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        with anyio.CancelScope(shield=True):
+            outcome = await attempt()
+        if outcome is not False:
+            break
+        if time.monotonic() >= deadline:
+            logger.info("gave up waiting %.1f s for %s", timeout, what)
+            break
+        await anyio.sleep(_LOCK_POLL)
+    try:
+        yield bool(outcome)
+    finally:
+        if outcome:
+            with anyio.CancelScope(shield=True):
+                await release()
+
+
+def _after_fork_in_child() -> None:
+    global _troubles_lock  # noqa: PLW0603 - a lock held at fork() time stays held in the child
+    _troubles_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---- files ---------------------------------------------------------------------------------
+
+
+class FileCache:
+    """Tokens in files, shared by the processes of one user on one machine.
+
+    For gunicorn or uWSGI workers, Celery workers, cron jobs and the command line:
+    whichever process renews a token first stores it, and the others read it
+    instead of asking the provider. ``path`` is a directory that chaveiro owns
+    (default: the user cache directory, e.g. ``~/.cache/chaveiro`` on Linux). It is
+    created with mode 0700 and holds one file per identity, mode 0600, written
+    atomically. A directory that others can read is made private, with a warning,
+    or not used if that fails; a damaged file is ignored and replaced.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        if path is None:
+            path = platformdirs.user_cache_dir("chaveiro", appauthor=False)
+        self.path = Path(path).expanduser().absolute()
+        self._where = f"in {str(self.path)!r}"
+        self._checked = False
+
+    def __repr__(self) -> str:
+        return f"FileCache({str(self.path)!r})"
+
+    def _file(self, key: str, suffix: str) -> Path:
+        if _SAFE_KEY.fullmatch(key) is None:
+            key = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        return self.path / f"{key}{suffix}"
+
+    def _ready(self) -> bool:
+        """Create the directory, or check an existing one is private to us."""
+        if self._checked:
+            return True
+        path = self.path
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = path.stat()
+            if not stat.S_ISDIR(info.st_mode):
+                raise NotADirectoryError(f"{path} is not a directory")
+            if os.name == "posix":
+                if info.st_uid != os.geteuid():
+                    raise PermissionError(
+                        f"{path} belongs to another user; give chaveiro a directory of its own"
+                    )
+                if info.st_mode & 0o077:
+                    path.chmod(0o700)
+                    logger.warning(
+                        "token cache directory %s was open to other users (mode %03o);"
+                        " it is now private (mode 700)",
+                        path,
+                        stat.S_IMODE(info.st_mode),
+                    )
+        except OSError as exc:
+            cache_trouble(self._where, "prepare its directory", exc)
+            return False
+        self._checked = True
+        return True
+
+    def get(self, key: str) -> Token | None:
+        if not self._ready():
+            return None
+        file = self._file(key, ".json")
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(file, flags)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            cache_trouble(self._where, "read a token", exc)
+            return None
+        try:
+            with os.fdopen(fd, "rb") as stream:
+                data = stream.read(_MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            cache_trouble(self._where, "read a token", exc)
+            return None
+        return Token.from_json(data, source=f"{file} (it will be replaced)")
+
+    def set(self, key: str, token: Token) -> None:
+        if not self._ready():
+            return
+        file = self._file(key, ".json")
+        try:
+            _write_atomically(file, token.to_json().encode())
+        except OSError as exc:
+            self._checked = False  # the directory may be gone: check it again next time
+            cache_trouble(self._where, "write a token", exc)
+
+    def _file_lock(self, key: str) -> BaseFileLock:
+        # A new lock object each time: nothing is shared between threads, tasks or a
+        # fork()ed child, and flock() still excludes every other holder of the file.
+        from filelock import FileLock  # noqa: PLC0415 - imported on first use only
+
+        return FileLock(self._file(key, ".lock"), mode=0o600, thread_local=False)
+
+    @contextmanager
+    def lock(self, key: str, timeout: float) -> Iterator[bool]:
+        from filelock import Timeout  # noqa: PLC0415 - imported on first use only
+
+        held = None
+        if self._ready():
+            lock = self._file_lock(key)
+            try:
+                lock.acquire(timeout=max(0.0, timeout), poll_interval=_LOCK_POLL)
+                held = lock
+            except Timeout:
+                logger.info("gave up waiting %.1f s for the token file lock", timeout)
+            except OSError as exc:
+                cache_trouble(self._where, "lock a token file", exc)
+        try:
+            yield held is not None
+        finally:
+            if held is not None:
+                self._release(held)
+
+    def _release(self, lock: BaseFileLock) -> None:
+        try:
+            lock.release()
+        except OSError as exc:
+            cache_trouble(self._where, "unlock a token file", exc)
+
+    async def aget(self, key: str) -> Token | None:
+        return await anyio.to_thread.run_sync(self.get, key)
+
+    async def aset(self, key: str, token: Token) -> None:
+        await anyio.to_thread.run_sync(self.set, key, token)
+
+    def _try_lock(self, lock: BaseFileLock) -> bool | None:
+        """One attempt at ``lock``: True, False when busy, None when it cannot work."""
+        from filelock import Timeout  # noqa: PLC0415 - imported on first use only
+
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        except OSError as exc:
+            cache_trouble(self._where, "lock a token file", exc)
+            return None
+        return True
+
+    @asynccontextmanager
+    async def alock(self, key: str, timeout: float) -> AsyncIterator[bool]:
+        if not await anyio.to_thread.run_sync(self._ready):
+            yield False
+            return
+        lock = self._file_lock(key)
+        async with polled_lock(
+            partial(anyio.to_thread.run_sync, partial(self._try_lock, lock)),
+            partial(anyio.to_thread.run_sync, partial(self._release, lock)),
+            timeout,
+            what="the token file lock",
+        ) as held:
+            yield held
+
+
+def _write_atomically(file: Path, data: bytes) -> None:
+    """Write ``data`` to a private temporary file beside ``file``, then rename it over."""
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as stream:  # mkstemp made it 0600
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -13,11 +13,13 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 __all__ = [
     "DEFAULT_LEEWAY",
     "DEFAULT_LIFETIME",
     "MAX_LIFETIME",
+    "TOKEN_FORMAT",
     "Clock",
     "Identity",
     "Token",
@@ -28,6 +30,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("chaveiro")
+
+_T = TypeVar("_T")
 
 Clock = Callable[[], float]
 """A wall clock in seconds since the epoch, like :func:`time.time`."""
@@ -42,6 +46,12 @@ MAX_LIFETIME = 7 * 24 * 3600.0
 """Longer lifetimes are clamped to this, with a warning: a token is never cached forever."""
 
 _MAX_JWT_CHARS = 64 * 1024
+
+TOKEN_FORMAT = 1
+"""Version of the JSON that :meth:`Token.to_json` writes; other versions read as no token."""
+
+_MAX_STORED_CHARS = 256 * 1024
+_FORMAT_FIELD = "chaveiro_token"
 
 
 def fingerprint(secret: str) -> str:
@@ -87,6 +97,89 @@ class Token:
         if self.refresh_token is None:
             return False
         return self.refresh_expires_at is None or now < self.refresh_expires_at
+
+    def to_json(self) -> str:
+        """The token as JSON for a shared cache, tagged with :data:`TOKEN_FORMAT`."""
+        return json.dumps(
+            {
+                _FORMAT_FIELD: TOKEN_FORMAT,
+                "access_token": self.access_token,
+                "token_type": self.token_type,
+                "expires_at": self.expires_at,
+                "issued_at": self.issued_at,
+                "scope": self.scope,
+                "refresh_token": self.refresh_token,
+                "refresh_expires_at": self.refresh_expires_at,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, data: str | bytes, *, source: str = "the cache") -> Token | None:
+        """Read :meth:`to_json`'s output back; ``None``, with a warning, for anything else.
+
+        A foreign, truncated, corrupted or differently versioned payload is never
+        an error: the caller just has no token. ``source`` names it in the warning,
+        which never quotes the payload (it may hold a token).
+        """
+        try:
+            return _decode_token(data)
+        except _UnreadableError as problem:
+            logger.warning("ignoring the token stored in %s: %s", source, problem)
+            return None
+
+
+class _UnreadableError(ValueError):
+    """Why a stored payload holds no token (the message never quotes the payload)."""
+
+
+def _stored_text(obj: dict[str, object], name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value or not value.isprintable():
+        raise _UnreadableError(f"{name} is missing or not a printable string")
+    return value
+
+
+def _stored_time(obj: dict[str, object], name: str) -> float:
+    value = obj.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _UnreadableError(f"{name} is missing or not a finite number")
+    return float(value)
+
+
+def _optional(
+    obj: dict[str, object], name: str, read: Callable[[dict[str, object], str], _T]
+) -> _T | None:
+    return None if obj.get(name) is None else read(obj, name)
+
+
+def _decode_token(data: str | bytes) -> Token:
+    if len(data) > _MAX_STORED_CHARS:
+        raise _UnreadableError(f"{len(data)} bytes is far too long for a token")
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
+        raise _UnreadableError(f"not JSON ({len(data)} bytes; truncated or corrupted?)") from None
+    if not isinstance(obj, dict) or _FORMAT_FIELD not in obj:
+        raise _UnreadableError("not a token written by chaveiro")
+    version = obj[_FORMAT_FIELD]
+    if version != TOKEN_FORMAT or isinstance(version, bool):
+        raise _UnreadableError(
+            f"format {version!r:.20}, and this version of chaveiro reads format {TOKEN_FORMAT}"
+        )
+    access_token = _stored_text(obj, "access_token")
+    token_type = _stored_text(obj, "token_type")
+    if " " in access_token or " " in token_type:
+        raise _UnreadableError("access_token or token_type holds a space")
+    return Token(
+        access_token=access_token,
+        expires_at=_stored_time(obj, "expires_at"),
+        issued_at=_stored_time(obj, "issued_at"),
+        token_type=token_type,
+        scope=_optional(obj, "scope", _stored_text),
+        refresh_token=_optional(obj, "refresh_token", _stored_text),
+        refresh_expires_at=_optional(obj, "refresh_expires_at", _stored_time),
+    )
 
 
 def normalize_scope(scope: str | Iterable[str] | None) -> str | None:
