@@ -1,8 +1,9 @@
 """A worker process for the shared-cache tests: API requests until a given time.
 
-Run as ``python _cache_worker.py '<json settings>'``. It prints ``ready`` once
-imported, reads the wall-clock end time from stdin, makes requests until then,
-and prints one JSON line: ``{"ok": n, "failed": n, "warnings": [...]}``.
+Run as ``python -m tests._cache_worker '<json settings>'`` from the repository
+root. It prints ``ready`` once imported, reads the wall-clock end time from
+stdin, makes requests until then, and prints one JSON line:
+``{"ok": n, "failed": n, "warnings": [...]}``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main() -> None:
             auth = make_auth(make_cache())
         try:
             status = session.get(settings["api_url"], auth=auth, timeout=10).status_code
-        except Exception as exc:  # noqa: BLE001 - counted and reported
+        except Exception as exc:  # counted and reported
             warnings.messages.append(f"request raised {exc!r}")
             status = 0
         ok, failed = (ok + 1, failed) if status == 200 else (ok, failed + 1)

@@ -75,6 +75,9 @@ def assert_no_secrets(texts: list[str], secrets: list[str]) -> None:
             assert secret not in text, f"secret leaked into: {text[:200]!r}"
 
 
+_NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+
+
 class RedisServer:
     """A real redis-server on a free 127.0.0.1 port, without persistence."""
 
@@ -85,7 +88,9 @@ class RedisServer:
         except ImportError:
             executable = None
         if executable is None:
-            message = "redis-server or the redis package is missing (scripts/bootstrap installs both)"
+            message = (
+                "redis-server or the redis package is missing (scripts/bootstrap installs both)"
+            )
             if os.environ.get("CI"):
                 pytest.fail(message)
             pytest.skip(message)
@@ -95,8 +100,7 @@ class RedisServer:
                 self.port = probe.getsockname()[1]
             self.url = f"redis://127.0.0.1:{self.port}/0"
             self.process = subprocess.Popen(
-                [executable, "--port", str(self.port), "--bind", "127.0.0.1"]
-                + ["--save", "", "--appendonly", "no"],
+                [executable, "--port", str(self.port), "--bind", "127.0.0.1", *_NO_PERSISTENCE],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -287,6 +287,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         self.replay_on_401 = replay_on_401
         self._hosts = _host_matcher(only_hosts)
         self._session = session
+        self._session_pid = None if session is not None else 0
         self._timeout = timeout
         self._on_response_hook = self._on_response
 
@@ -412,8 +413,12 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         return r
 
     def _requests_session(self) -> requests.Session:
-        if self._session is None:
-            self._session = requests.Session()
+        # Our own session is remade in a fork()ed child: pooled connections are never shared.
+        if self._session_pid is not None and self._session_pid != os.getpid():
+            if self._session is not None:
+                self._session.close()  # closes the child's copies only
+            self._session, self._session_pid = requests.Session(), os.getpid()
+        assert self._session is not None
         return self._session
 
     def _obtain_sync(self, stale: str | None) -> Token:

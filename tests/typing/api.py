@@ -6,7 +6,15 @@ import httpx
 import requests
 
 import chaveiro
-from chaveiro import ChaveiroError, ClientCredentialsAuth, MemoryCache, Token, TokenCache
+from chaveiro import (
+    ChaveiroError,
+    ClientCredentialsAuth,
+    FileCache,
+    MemoryCache,
+    RedisCache,
+    Token,
+    TokenCache,
+)
 
 
 def with_requests() -> None:
@@ -50,3 +58,24 @@ def errors() -> None:
         del code
     except ChaveiroError:
         pass
+
+
+def shared_caches() -> None:
+    on_this_machine: TokenCache = FileCache()
+    in_a_directory: TokenCache = FileCache("/var/cache/myapp/tokens")
+    fleet = RedisCache("redis://cache.internal:6379/0", prefix="myapp:")
+    for cache in (on_this_machine, in_a_directory, fleet):
+        ClientCredentialsAuth("https://idp/token", "id", "secret", cache=cache)
+    fleet.close()
+    stored: Token | None = on_this_machine.get("key")
+    if stored is not None:
+        restored: Token | None = Token.from_json(stored.to_json())
+        del restored
+
+
+async def shared_caches_async(cache: TokenCache, token: Token) -> None:
+    await cache.aset("key", token)
+    found: Token | None = await cache.aget("key")
+    async with cache.alock("key", 5.0) as held:
+        got: bool = held
+        del got, found
