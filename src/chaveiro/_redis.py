@@ -113,8 +113,8 @@ class RedisCache:
         _import_redis()
         if (url is None) == (client is None):
             raise ConfigurationError(
-                "RedisCache needs a Redis URL (RedisCache('redis://host:6379/0')) or a"
-                " client (RedisCache(client=redis.Redis(...))), not both."
+                "RedisCache needs exactly one of a Redis URL, RedisCache('redis://host:6379/0'),"
+                " or a client, RedisCache(client=redis.Redis(...))."
             )
         if not isinstance(prefix, str):
             raise ConfigurationError("prefix must be a string, e.g. 'chaveiro:'.")
