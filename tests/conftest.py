@@ -13,9 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from chaveiro import ClientCredentialsAuth
-from chaveiro._caches import default_cache, reset_cache_health
-from chaveiro._manager import reset_state
-from chaveiro.testing import FakeTokenServer
+from chaveiro.testing import FakeTokenServer, reset
 
 CLIENT_ID = "app-client"
 CLIENT_SECRET = "s3cr3t-Value-That-Must-Never-Leak-0123456789"
@@ -24,13 +22,9 @@ CLIENT_SECRET = "s3cr3t-Value-That-Must-Never-Leak-0123456789"
 @pytest.fixture(autouse=True)
 def _fresh_chaveiro_state() -> Iterator[None]:
     """Every test starts with an empty process-wide cache and no flights or cool-downs."""
-    reset_state()
-    default_cache().clear()
-    reset_cache_health()
+    reset()
     yield
-    reset_state()
-    default_cache().clear()
-    reset_cache_health()
+    reset()
 
 
 @pytest.fixture(params=["asyncio", "trio"])
