@@ -15,8 +15,10 @@ from chaveiro._errors import (
     ChaveiroError,
     ConfigurationError,
     CredentialsRejectedError,
+    DiscoveryError,
     InsecureURLError,
     InvalidTokenResponseError,
+    IssuerUnreachableError,
     MissingSettingError,
     TokenEndpointError,
     TokenEndpointUnreachableError,
@@ -24,16 +26,23 @@ from chaveiro._errors import (
 )
 from chaveiro._manager import Stats
 from chaveiro._token import Token
+from chaveiro.providers import BitizeAuth, CidadaoAuth, ScorePositivoAuth, StackSpotAuth
 
 __all__ = [
+    "BitizeAuth",
     "ChaveiroError",
+    "CidadaoAuth",
     "ClientCredentialsAuth",
     "ConfigurationError",
     "CredentialsRejectedError",
+    "DiscoveryError",
     "InsecureURLError",
     "InvalidTokenResponseError",
+    "IssuerUnreachableError",
     "MemoryCache",
     "MissingSettingError",
+    "ScorePositivoAuth",
+    "StackSpotAuth",
     "Stats",
     "Token",
     "TokenCache",
