@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 import chaveiro
 from chaveiro import (
     BitizeAuth,
     CidadaoAuth,
     ClientCredentialsAuth,
+    CredentialsRejectedError,
     ScorePositivoAuth,
     StackSpotAuth,
 )
 from chaveiro.providers import PROVIDERS
-from tests.conftest import CLIENT_SECRET
+from chaveiro.testing import FakeTokenServer
+from tests.conftest import CLIENT_SECRET, assert_no_secrets
 
 
 def test_providers_maps_names_to_adapters():
@@ -56,3 +59,30 @@ def test_repr_shows_no_secret(auth: ClientCredentialsAuth):
     assert CLIENT_SECRET not in repr(auth)
     assert CLIENT_SECRET not in str(auth)
     assert repr(auth).startswith(f"{type(auth).__name__}(token_url='https://")
+
+
+WRONG = "wrong-Secret-That-Must-Never-Show-0123456789"
+
+
+def _wrong(name: str, server: FakeTokenServer) -> ClientCredentialsAuth:
+    if name == "stackspot":
+        return StackSpotAuth("app-client", WRONG, token_url=server.stackspot_token_url())
+    if name == "cidadao":
+        return CidadaoAuth("app-client", WRONG, "api", token_url=server.cidadao_token_url)
+    if name == "bitize":
+        return BitizeAuth("app-client", WRONG, token_url=server.bitize_token_url)
+    return ScorePositivoAuth("app-client", WRONG, token_url=server.scorepositivo_token_url)
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+def test_rejections_and_logs_hold_no_secret(
+    server: FakeTokenServer, chaveiro_logs: pytest.LogCaptureFixture, name: str
+):
+    """A rejected secret appears in neither the error nor any log record; tokens neither."""
+    with pytest.raises(CredentialsRejectedError) as caught:
+        requests.get(server.api_url(), auth=_wrong(name, server), timeout=10)
+    good = StackSpotAuth("app-client", CLIENT_SECRET, token_url=server.stackspot_token_url())
+    requests.get(server.api_url(), auth=good, timeout=10)
+    texts = [str(caught.value), repr(caught.value), chaveiro_logs.text]
+    texts += [record.getMessage() for record in chaveiro_logs.records]
+    assert_no_secrets(texts, [WRONG, CLIENT_SECRET, *server.issued_tokens])
