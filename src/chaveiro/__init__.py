@@ -15,8 +15,10 @@ from chaveiro._errors import (
     ChaveiroError,
     ConfigurationError,
     CredentialsRejectedError,
+    DiscoveryError,
     InsecureURLError,
     InvalidTokenResponseError,
+    IssuerUnreachableError,
     MissingSettingError,
     TokenEndpointError,
     TokenEndpointUnreachableError,
@@ -25,18 +27,25 @@ from chaveiro._errors import (
 from chaveiro._manager import Stats
 from chaveiro._redis import RedisCache
 from chaveiro._token import Token
+from chaveiro.providers import BitizeAuth, CidadaoAuth, ScorePositivoAuth, StackSpotAuth
 
 __all__ = [
+    "BitizeAuth",
     "ChaveiroError",
+    "CidadaoAuth",
     "ClientCredentialsAuth",
     "ConfigurationError",
     "CredentialsRejectedError",
+    "DiscoveryError",
     "FileCache",
     "InsecureURLError",
     "InvalidTokenResponseError",
+    "IssuerUnreachableError",
     "MemoryCache",
     "MissingSettingError",
     "RedisCache",
+    "ScorePositivoAuth",
+    "StackSpotAuth",
     "Stats",
     "Token",
     "TokenCache",

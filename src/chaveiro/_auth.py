@@ -14,7 +14,7 @@ import os
 import ssl
 import time
 from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,10 +29,18 @@ from chaveiro._dialect import (
     TokenRequest,
     parse_response,
 )
+from chaveiro._discovery import (
+    ProviderMetadata,
+    choose_auth_method,
+    discovered,
+    discovery_url,
+    parse_configuration,
+)
 from chaveiro._errors import (
     ConfigurationError,
     InsecureURLError,
     InvalidTokenResponseError,
+    IssuerUnreachableError,
     MissingSettingError,
     TokenEndpointUnreachableError,
     TokenError,
@@ -44,7 +52,7 @@ from chaveiro._token import DEFAULT_LEEWAY, Clock, Identity, Token, normalize_sc
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ClientCredentialsAuth"]
+__all__ = ["AuthOptions", "ClientCredentialsAuth"]
 
 logger = logging.getLogger("chaveiro")
 
@@ -95,6 +103,21 @@ def _clean(name: str, value: object, *, required: bool = True) -> str | None:
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}.")
     return value.strip()
+
+
+class AuthOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`ClientCredentialsAuth` that every provider adapter takes."""
+
+    cache: TokenCache | None
+    leeway: float
+    replay_on_401: bool
+    only_hosts: Iterable[str] | None
+    session: requests.Session | None
+    timeout: float | tuple[float, float]
+    max_attempts: int
+    deadline: float
+    allow_insecure_http: bool
+    clock: Clock
 
 
 def _host_matcher(patterns: Iterable[str] | None) -> tuple[frozenset[str], tuple[str, ...]] | None:
@@ -174,6 +197,34 @@ async def _aread_httpx(response: httpx.Response, url: str) -> bytes:
     body = b"".join(chunks)
     response._content = body
     return body
+
+
+def _discover(
+    issuer: str, session: requests.Session | None, timeout: float | tuple[float, float]
+) -> ProviderMetadata:
+    """Fetch and parse the discovery document of ``issuer`` (no redirects, bounded size)."""
+    url = discovery_url(issuer)
+    client = session if session is not None else requests.Session()
+    try:
+        with client.get(
+            url,
+            headers={"Accept": "application/json"},
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
+            status, headers = response.status_code, response.headers
+    except (requests.RequestException, OSError, ValueError) as exc:
+        raise IssuerUnreachableError(
+            f"Could not reach the issuer {issuer} at {url} ({type(exc).__name__}:"
+            f" {excerpt(str(exc), 160)}). Check the issuer URL, DNS, proxy settings and network.",
+            issuer=issuer,
+        ) from None
+    finally:
+        if session is None:
+            client.close()
+    return parse_configuration(issuer, status, headers, body)
 
 
 def _httpx_replayable(request: httpx.Request) -> bool:
@@ -321,13 +372,17 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
     # ---- construction from the environment -------------------------------------------------
 
     env_prefix: ClassVar[str] = "OAUTH"
-    env_fields: ClassVar[tuple[tuple[str, str, bool], ...]] = (
+    env_fields: ClassVar[tuple[tuple[str, str, bool | str], ...]] = (
         ("token_url", "TOKEN_URL", True),
         ("client_id", "CLIENT_ID", True),
         ("client_secret", "CLIENT_SECRET", True),
         ("scope", "SCOPE", False),
     )
-    """``(argument, variable suffix, required)`` read by :meth:`from_env`."""
+    """``(argument, variable suffix, required)`` read by :meth:`from_env`.
+
+    ``required`` may also name another argument: the variable is then required
+    unless that argument is given (as a keyword or through its own variable).
+    """
 
     @classmethod
     def from_env(
@@ -343,25 +398,76 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         """
         env = os.environ if environ is None else environ
         prefix = cls.env_prefix if prefix is None else prefix
-        missing: list[str] = []
-        for argument, suffix, required in cls.env_fields:
-            if argument in kwargs:
-                continue
-            name = f"{prefix}_{suffix}"
+        variables = {argument: f"{prefix}_{suffix}" for argument, suffix, _ in cls.env_fields}
+        for argument, name in variables.items():
             value = env.get(name, "").strip()
-            if value:
+            if value and argument not in kwargs:
                 kwargs[argument] = value
-            elif required:
-                missing.append(name)
+        missing: list[str] = []
+        for argument, _, required in cls.env_fields:
+            if argument in kwargs or required is False:
+                continue
+            if required is True:
+                missing.append(variables[argument])
+            elif required not in kwargs:
+                missing.append(f"{variables[argument]} (or {variables.get(required, required)})")
         if missing:
             plural = len(missing) > 1
             raise MissingSettingError(
                 f"{cls.__name__}.from_env() needs the environment variable{'s' if plural else ''}"
                 f" {', '.join(missing)}; set {'them' if plural else 'it'} or pass the value"
                 f"{'s' if plural else ''} as argument{'s' if plural else ''}.",
-                names=tuple(missing),
+                names=tuple(name.partition(" ")[0] for name in missing),
             )
         return cls(**kwargs)
+
+    @classmethod
+    def from_issuer(
+        cls,
+        issuer: str,
+        client_id: str,
+        client_secret: str | None = None,
+        *,
+        private_key: str | bytes | None = None,
+        auth_method: str | None = None,
+        session: requests.Session | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        allow_insecure_http: bool = False,
+        **kwargs: Any,
+    ) -> Self:
+        """Build from the issuer's OpenID Connect discovery document.
+
+        ``GET <issuer>/.well-known/openid-configuration`` (HTTPS, through
+        ``session`` if given) gives the token endpoint and the client
+        authentication methods it accepts: ``private_key_jwt`` when
+        ``private_key`` is given, else the first of ``client_secret_basic``,
+        ``client_secret_post`` and ``client_secret_jwt`` that it lists
+        (``auth_method=`` overrides the choice). Each issuer is discovered once
+        per process. Other keyword arguments are those of the constructor.
+        """
+        if not str(issuer or "").strip():  # None from os.environ.get, say
+            raise MissingSettingError(
+                "issuer is required: the provider's issuer URL, e.g. https://idp.example.com.",
+                names=("issuer",),
+            )
+        base = check_url(issuer, allow_insecure_http=allow_insecure_http, what="issuer")
+        base = base.rstrip("/")
+        metadata = discovered.get(base, lambda: _discover(base, session, timeout))
+        token_url = check_url(
+            metadata.token_endpoint, allow_insecure_http=allow_insecure_http, what="token_endpoint"
+        )
+        method = auth_method or choose_auth_method(metadata, private_key=private_key is not None)
+        return cls(
+            token_url=token_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            auth_method=method,
+            private_key=private_key,
+            session=session,
+            timeout=timeout,
+            allow_insecure_http=allow_insecure_http,
+            **kwargs,
+        )
 
     # ---- tokens for non-HTTP uses -----------------------------------------------------------
 

@@ -6,6 +6,8 @@
     ├── ConfigurationError          (also a ValueError) bad or missing settings
     │   ├── InsecureURLError        a token URL that is not HTTPS
     │   └── MissingSettingError     a required environment variable or argument is absent
+    ├── DiscoveryError              OpenID Connect discovery gave nothing usable
+    │   └── IssuerUnreachableError  no HTTP answer from the issuer at all
     └── TokenError                  getting a token failed
         ├── CredentialsRejectedError   the provider answered with an RFC 6749 §5.2 error
         ├── TokenEndpointError         the endpoint failed (status and a short body excerpt)
@@ -25,8 +27,10 @@ __all__ = [
     "ChaveiroError",
     "ConfigurationError",
     "CredentialsRejectedError",
+    "DiscoveryError",
     "InsecureURLError",
     "InvalidTokenResponseError",
+    "IssuerUnreachableError",
     "MissingSettingError",
     "TokenEndpointError",
     "TokenEndpointUnreachableError",
@@ -70,6 +74,23 @@ class MissingSettingError(ConfigurationError):
     def __init__(self, message: str, *, names: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.names = names
+
+
+class DiscoveryError(ChaveiroError):
+    """The issuer's OpenID Connect discovery document could not be fetched or used.
+
+    ``issuer`` is the issuer URL, ``status_code`` the HTTP status (0 when there
+    was no answer).
+    """
+
+    def __init__(self, message: str, *, issuer: str = "", status_code: int = 0) -> None:
+        super().__init__(message)
+        self.issuer = issuer
+        self.status_code = status_code
+
+
+class IssuerUnreachableError(DiscoveryError):
+    """No HTTP answer from the issuer: DNS, connection, TLS or timeout."""
 
 
 class TokenError(ChaveiroError):
