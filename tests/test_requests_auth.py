@@ -18,7 +18,7 @@ from chaveiro import (
     TokenEndpointUnreachableError,
 )
 from chaveiro.testing import Failure, FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, join_renewals
 
 
 class FakeClock:
@@ -66,6 +66,7 @@ def test_renews_before_expiry(server: FakeTokenServer, make_auth):
     assert server.token_requests == 1
     clock.now += 2  # now 29 s before expiry
     assert session.get(server.api_url()).status_code == 200
+    join_renewals()
     assert server.token_requests == 2
     assert auth.stats.renewed == 1
 

@@ -12,8 +12,10 @@ import ipaddress
 import logging
 import os
 import ssl
+import threading
 import time
 from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -26,7 +28,6 @@ from chaveiro._dialect import (
     OAUTH2,
     ClientSettings,
     Dialect,
-    TokenRequest,
     parse_response,
 )
 from chaveiro._errors import (
@@ -38,7 +39,17 @@ from chaveiro._errors import (
     TokenError,
     excerpt,
 )
-from chaveiro._manager import Policy, RawResponse, Stats, TokenManager, run_async, run_sync
+from chaveiro._manager import (
+    CannotRetry,
+    Detach,
+    Policy,
+    RawResponse,
+    Send,
+    Stats,
+    TokenManager,
+    run_async,
+    run_sync,
+)
 from chaveiro._token import DEFAULT_LEEWAY, Clock, Identity, Token, normalize_scope
 
 if TYPE_CHECKING:
@@ -48,9 +59,11 @@ __all__ = ["ClientCredentialsAuth"]
 
 logger = logging.getLogger("chaveiro")
 
+_RENEWAL_THREAD = "chaveiro-renewal"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 DEFAULT_TIMEOUT = (5.0, 15.0)
 """Connect and read timeouts of token requests that chaveiro sends itself."""
+_Timeout = float | tuple[float, float]
 
 
 def _is_loopback(host: str) -> bool:
@@ -94,7 +107,27 @@ def _clean(name: str, value: object, *, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. undecodable bytes from os.environ
+        message = f"{name} is not valid text: it cannot be encoded as UTF-8."
+        raise ConfigurationError(message) from None
     return value.strip()
+
+
+def _check_timeout(timeout: object) -> tuple[float, float]:
+    """``timeout=`` as ``(connect, read)`` seconds, both positive and finite."""
+    pair = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    if (
+        len(pair) != 2
+        or not all(isinstance(t, int | float) and not isinstance(t, bool) for t in pair)
+        or not all(0 < t < float("inf") for t in pair)
+    ):
+        raise ConfigurationError(
+            "timeout must be a positive number of seconds, or a (connect, read) pair of them;"
+            " a token request without a timeout could hang the application."
+        )
+    return float(pair[0]), float(pair[1])
 
 
 def _host_matcher(patterns: Iterable[str] | None) -> tuple[frozenset[str], tuple[str, ...]] | None:
@@ -124,21 +157,32 @@ def _unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     text = " ".join(str(e) for e in chain)
-    if any(isinstance(e, ssl.SSLError | requests.exceptions.SSLError) for e in chain) or (
+    retryable = None
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
         "CERTIFICATE_VERIFY_FAILED" in text
     ):
+        summary = "TLS verification failed: the certificate is not trusted or not for this host"
         advice = (
-            "TLS verification failed. If the endpoint uses a private CA, give it to your"
-            " session (session.verify='ca.pem') or client (httpx.Client(verify=...))."
+            "If the endpoint uses a private CA, give it to the HTTP client that sends the"
+            " token request: session.verify='ca.pem' on the requests session passed as"
+            " session=, or httpx.Client(verify=ssl_context); REQUESTS_CA_BUNDLE also works"
+            " for the default session. Do not turn verification off."
         )
+        retryable = False  # asking again gets the same certificate
+    elif any(isinstance(e, ssl.SSLError | requests.exceptions.SSLError) for e in chain):
+        summary = "the TLS handshake failed"
+        advice = "Check that token_url uses the right scheme and port, and any TLS proxy."
     elif any(isinstance(e, httpx.TimeoutException | requests.Timeout) for e in chain):
-        advice = "It did not answer in time; chaveiro will try again after a short pause."
+        summary = "it did not answer in time"
+        advice = "chaveiro will try again after a short pause; timeout= sets the limits."
     else:
+        summary = "no answer"
         advice = "Check the URL, DNS, proxy settings and network."
     return TokenEndpointUnreachableError(
-        f"Could not reach the token endpoint {url} ({type(exc).__name__}:"
+        f"Could not reach the token endpoint {url}: {summary} ({type(exc).__name__}:"
         f" {excerpt(str(exc), 160)}). {advice}",
         token_url=url,
+        retryable=retryable,
     )
 
 
@@ -182,6 +226,16 @@ def _httpx_replayable(request: httpx.Request) -> bool:
     except httpx.RequestNotRead:
         return False
     return True
+
+
+def _answered(response: httpx.Response, token: Token) -> bool:
+    """True if ``response`` answered a request that carried ``token``.
+
+    After a redirect to another host the final request carries no token: its
+    401 says nothing about ours.
+    """
+    sent: str | None = response.request.headers.get("Authorization")
+    return sent == token.authorization
 
 
 def _closed_by(exit_: GeneratorExit, dialect: Dialect, url: str, now: float) -> TokenError | None:
@@ -241,6 +295,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_attempts: int = 3,
         deadline: float = 20.0,
+        wait_timeout: float | None = None,
         use_refresh_token: bool = False,
         allow_insecure_http: bool = False,
         clock: Clock = time.time,
@@ -262,6 +317,9 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             raise ConfigurationError(
                 "leeway must be >= 0, max_attempts >= 1 and deadline > 0 (seconds)."
             )
+        if wait_timeout is not None and not 0 < wait_timeout < float("inf"):
+            raise ConfigurationError("wait_timeout must be a positive number of seconds, or None.")
+        connect_timeout, read_timeout = _check_timeout(timeout)
         self._settings = ClientSettings(
             token_url=url,
             client_id=cid,
@@ -281,13 +339,18 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             identity,
             self._cache,
             clock=clock,
-            policy=Policy(leeway=float(leeway), attempts=max_attempts, deadline=float(deadline)),
+            policy=Policy(
+                leeway=float(leeway),
+                attempts=max_attempts,
+                deadline=float(deadline),
+                wait_timeout=None if wait_timeout is None else float(wait_timeout),
+            ),
             use_refresh_token=use_refresh_token,
         )
         self.replay_on_401 = replay_on_401
         self._hosts = _host_matcher(only_hosts)
         self._session = session
-        self._timeout = timeout
+        self._timeout = (connect_timeout, read_timeout)
         self._on_response_hook = self._on_response
 
     # ---- presentation ---------------------------------------------------------------------
@@ -365,33 +428,37 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
     # ---- tokens for non-HTTP uses -----------------------------------------------------------
 
     def get_token(self) -> Token:
-        """The current token, fetched or renewed if needed (blocking)."""
-        return self._manager.fresh_token() or self._obtain_sync(None)
+        """The current token, fetched or renewed if needed (blocking).
 
-    async def aget_token(self) -> Token:
-        """The current token, fetched or renewed if needed (asyncio or trio)."""
+        A token that is due for renewal but still valid is returned at once and
+        renewed in the background.
+        """
+        return self._manager.fresh_token() or self._obtain_sync(None, background=True)
+
+    async def aget_token(self, *, client: httpx.AsyncClient | None = None) -> Token:
+        """The current token, fetched or renewed if needed (asyncio or trio).
+
+        The token request is sent with ``client`` when given (its TLS settings,
+        proxies and transport apply), else with a short-lived client of our own.
+        """
         token = self._manager.fresh_token()
         if token is not None:
             return token
-        timeout = httpx.Timeout(self._httpx_timeout())
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(httpx.AsyncClient())
             driver = run_async(self._manager.flow(None), self._cache)
-            try:
-                item = await driver.asend(None)
-                while isinstance(item, TokenRequest):
-                    try:
-                        raw = await self._asend_httpx(client, item)
-                    except TokenError as exc:
-                        item = await driver.athrow(exc)
-                    else:
-                        item = await driver.asend(raw)
-            finally:
-                await driver.aclose()
+            stack.push_async_callback(driver.aclose)
+            item = await driver.asend(None)
+            while isinstance(item, Send):
+                try:
+                    raw = await self._asend_httpx(client, item)
+                except TokenError as exc:
+                    item = await driver.athrow(exc)
+                else:
+                    item = await driver.asend(raw)
+        assert isinstance(item, Token)
         return item
-
-    def _httpx_timeout(self) -> float | None:
-        timeout = self._timeout
-        return max(timeout) if isinstance(timeout, tuple) else timeout
 
     # ---- requests ---------------------------------------------------------------------------
 
@@ -405,7 +472,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._hosts is not None and not self._applies(urlsplit(r.url or "").hostname):
             return r
-        token = self._manager.fresh_token() or self._obtain_sync(None)
+        token = self._manager.fresh_token() or self._obtain_sync(None, background=True)
         r.headers["Authorization"] = token.authorization
         if self.replay_on_401:
             r.hooks["response"].append(self._on_response_hook)
@@ -416,30 +483,70 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             self._session = requests.Session()
         return self._session
 
-    def _obtain_sync(self, stale: str | None) -> Token:
-        driver = run_sync(self._manager.flow(stale), self._cache)
+    def _obtain_sync(self, stale: str | None, *, background: bool = False) -> Token:
+        """Run the token flow with blocking requests calls.
+
+        With ``background``, a still-valid token that is due for renewal is
+        returned at once while a daemon thread renews it.
+        """
+        driver = run_sync(self._manager.flow(stale, background=background), self._cache)
+        handed_over = False
         try:
             item = next(driver)
-            while isinstance(item, TokenRequest):
-                try:
-                    raw = self._send_requests(item)
-                except TokenError as exc:
-                    item = driver.throw(exc)
+            while True:
+                if isinstance(item, Send):
+                    item = self._send_to_flow(driver, item)
+                elif isinstance(item, Detach):
+                    handed_over = self._renew_in_background(driver)
+                    if handed_over:
+                        return item.token
+                    item = driver.send(None)  # no thread to be had: renew right here
                 else:
-                    item = driver.send(raw)
+                    return item
         finally:
-            driver.close()
-        return item
+            if not handed_over:
+                driver.close()
 
-    def _send_requests(self, request: TokenRequest) -> RawResponse:
+    def _send_to_flow(
+        self, driver: Generator[Send | Detach | Token, Any, None], item: Send
+    ) -> Send | Detach | Token:
+        try:
+            raw = self._send_requests(item)
+        except TokenError as exc:
+            return driver.throw(exc)
+        return driver.send(raw)
+
+    def _renew_in_background(self, driver: Generator[Send | Detach | Token, Any, None]) -> bool:
+        """Drive the rest of ``driver`` in a daemon thread; False if none could be started."""
+
+        def renew() -> None:
+            try:
+                item = driver.send(None)
+                while isinstance(item, Send):
+                    item = self._send_to_flow(driver, item)
+            except Exception:  # a bug: the flow itself logs every token failure
+                logger.exception("token renewal in the background failed unexpectedly")
+            finally:
+                driver.close()
+
+        thread = threading.Thread(target=renew, name=_RENEWAL_THREAD, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutting down, or out of threads
+            return False
+        return True
+
+    def _send_requests(self, send: Send) -> RawResponse:
+        request = send.request
         session = self._requests_session()
+        connect, read = self._timeout
         try:
             response = session.request(
                 request.method,
                 request.url,
                 headers=dict(request.headers),
                 data=request.body,
-                timeout=self._timeout,
+                timeout=(min(connect, send.timeout), min(read, send.timeout)),
                 allow_redirects=False,
                 stream=True,
             )
@@ -489,23 +596,32 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
 
     # ---- httpx ------------------------------------------------------------------------------
 
-    def _to_httpx(self, request: TokenRequest, user_request: httpx.Request | None) -> httpx.Request:
+    def _to_httpx(self, send: Send, user_request: httpx.Request | None) -> httpx.Request:
+        """The token request for httpx, with the user's timeouts cut to the time left."""
+        request = send.request
         token_request = httpx.Request(
             request.method, request.url, headers=list(request.headers), content=request.body
         )
-        if user_request is not None and "timeout" in user_request.extensions:
-            token_request.extensions["timeout"] = user_request.extensions["timeout"]
+        connect, read = self._timeout
+        mine = {"connect": connect, "read": read, "write": read, "pool": connect}
+        theirs = user_request.extensions.get("timeout") if user_request is not None else None
+        limits = theirs if isinstance(theirs, dict) else mine
+        token_request.extensions["timeout"] = {
+            phase: send.timeout if limits.get(phase) is None else min(limits[phase], send.timeout)
+            for phase in mine
+        }
         return token_request
 
-    async def _asend_httpx(self, client: httpx.AsyncClient, request: TokenRequest) -> RawResponse:
+    async def _asend_httpx(self, client: httpx.AsyncClient, send: Send) -> RawResponse:
+        url = send.request.url
         try:
-            response = await client.send(self._to_httpx(request, None), stream=True)
+            response = await client.send(self._to_httpx(send, None), stream=True)
         except httpx.TransportError as exc:
-            raise _unreachable(request.url, exc) from None
+            raise _unreachable(url, exc) from None
         try:
-            body = await _aread_httpx(response, request.url)
+            body = await _aread_httpx(response, url)
         except httpx.TransportError as exc:
-            raise _unreachable(request.url, exc) from None
+            raise _unreachable(url, exc) from None
         finally:
             await response.aclose()
         return RawResponse(response.status_code, response.headers, body)
@@ -518,7 +634,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         url = self._settings.token_url
         try:
             item = next(driver)
-            while isinstance(item, TokenRequest):
+            while isinstance(item, Send):
                 try:
                     response = yield self._to_httpx(item, user_request)
                 except GeneratorExit as exit_:
@@ -526,7 +642,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
                     if error is None:
                         raise
                     try:
-                        driver.throw(error)  # the flow records the failure
+                        driver.throw(CannotRetry(error))  # the flow records the failure
                     except TokenError as final:
                         raise final from exit_.__context__
                     raise error from exit_.__context__
@@ -541,6 +657,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
                     item = driver.send(raw)
         finally:
             driver.close()
+        assert isinstance(item, Token)
         return item
 
     def sync_auth_flow(
@@ -554,7 +671,12 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             token = yield from self._httpx_token(request, None)
         request.headers["Authorization"] = token.authorization
         response = yield request
-        if response.status_code != 401 or not self.replay_on_401 or not _httpx_replayable(request):
+        if (
+            response.status_code != 401
+            or not self.replay_on_401
+            or not _answered(response, token)
+            or not _httpx_replayable(request)
+        ):
             return
         response.read()  # frees its connection while we wait for a token
         renewed = yield from self._httpx_token(request, token.access_token)
@@ -572,7 +694,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         url = self._settings.token_url
         try:
             item = await driver.asend(None)
-            while isinstance(item, TokenRequest):
+            while isinstance(item, Send):
                 try:
                     response = yield self._to_httpx(item, user_request)
                 except GeneratorExit as exit_:
@@ -580,7 +702,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
                     if error is None:
                         raise
                     try:
-                        await driver.athrow(error)  # the flow records the failure
+                        await driver.athrow(CannotRetry(error))  # the flow records the failure
                     except TokenError as final:
                         raise final from exit_.__context__
                     raise error from exit_.__context__
@@ -596,6 +718,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
                     item = await driver.asend(raw)
         finally:
             await driver.aclose()
+        assert isinstance(item, Token)
         yield item
 
     async def async_auth_flow(
@@ -623,6 +746,8 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             request.headers["Authorization"] = token.authorization
             response = yield request
             if response.status_code != 401 or not self.replay_on_401 or stale is not None:
+                return
+            if not _answered(response, token):
                 return
             if not _httpx_replayable(request):
                 return
