@@ -107,12 +107,17 @@ def _clean(name: str, value: object, *, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}.")
+    return _encodable(name, value).strip()
+
+
+def _encodable(name: str, value: str) -> str:
+    """``value``, if it can be sent: lone surrogates (undecodable bytes from os.environ) cannot."""
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates, e.g. undecodable bytes from os.environ
+    except UnicodeEncodeError:
         message = f"{name} is not valid text: it cannot be encoded as UTF-8."
         raise ConfigurationError(message) from None
-    return value.strip()
+    return value
 
 
 def _check_timeout(timeout: object) -> tuple[float, float]:
@@ -194,7 +199,15 @@ def _too_large(url: str) -> InvalidTokenResponseError:
     )
 
 
+def _declared_too_large(headers: Mapping[str, str]) -> bool:
+    """True if ``Content-Length`` already says the body is over the cap: refuse it unread."""
+    length = headers.get("Content-Length") or headers.get("content-length") or ""
+    return length.strip().isdigit() and int(length) > MAX_BODY_BYTES
+
+
 def _read_httpx(response: httpx.Response, url: str) -> bytes:
+    if _declared_too_large(response.headers):
+        raise _too_large(url)
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
@@ -208,6 +221,8 @@ def _read_httpx(response: httpx.Response, url: str) -> bytes:
 
 
 async def _aread_httpx(response: httpx.Response, url: str) -> bytes:
+    if _declared_too_large(response.headers):
+        raise _too_large(url)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -305,14 +320,14 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         assert cid is not None
         secret = _clean("client_secret", client_secret, required=private_key is None)
         if isinstance(private_key, str):
-            private_key = private_key.encode()
+            private_key = _encodable("private_key", private_key).encode()
         given: dict[object, object] = dict((extra_params or {}).items())
         given.update((k, v) for k, v in (("audience", audience), ("resource", resource)) if v)
         extra: dict[str, str] = {}
         for name, value in given.items():
             if not isinstance(name, str) or not isinstance(value, str):
                 raise ConfigurationError(f"extra parameter {name!r} must map a string to a string.")
-            extra[name] = value
+            extra[_encodable("extra parameter name", name)] = _encodable(name, value)
         if leeway < 0 or max_attempts < 1 or deadline <= 0:
             raise ConfigurationError(
                 "leeway must be >= 0, max_attempts >= 1 and deadline > 0 (seconds)."
@@ -325,7 +340,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             client_id=cid,
             client_secret=secret,
             auth_method=auth_method,
-            scope=normalize_scope(scope),
+            scope=_encodable("scope", normalize_scope(scope) or "") or None,
             extra=tuple(sorted(extra.items())),
             private_key=private_key,
             signing_alg=signing_alg,
@@ -553,6 +568,8 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         except requests.RequestException as exc:
             raise _unreachable(request.url, exc) from None
         with response:
+            if _declared_too_large(response.headers):
+                raise _too_large(request.url)
             try:
                 body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
             except (requests.RequestException, OSError, ValueError) as exc:

@@ -527,6 +527,7 @@ class TokenManager:
             left = policy.deadline - (now - started)
             try:
                 raw: RawResponse = yield Send(request, max(left, 0.05))
+                raw = self._scrubbed(raw, refresh)
                 token = parse_response(
                     self.dialect,
                     settings.token_url,
@@ -561,6 +562,21 @@ class TokenManager:
                 continue
             self._log_fetch(token, previous, refreshed=refresh is not None)
             return token
+
+    def _scrubbed(self, raw: RawResponse, refresh: str | None) -> RawResponse:
+        """``raw`` with the secrets we sent cut out, before any excerpt can cut one in half."""
+        secrets = [s.encode() for s in (self.settings.client_secret, refresh) if s]
+        texts = [raw.body, *(v.encode("utf-8", "replace") for v in raw.headers.values())]
+        if not any(secret in text for secret in secrets for text in texts):
+            return raw
+        # A placeholder in the token alphabet: a token around it still reads as one
+        # token, and the excerpt hides it whole.
+        body, headers = raw.body, dict(raw.headers)
+        for secret in secrets:
+            body = body.replace(secret, b"REDACTED")
+            text = secret.decode()
+            headers = {k: v.replace(text, "REDACTED") for k, v in headers.items()}
+        return RawResponse(raw.status, headers, body)
 
     def _redacted(self, error: TokenError, refresh: str | None) -> TokenError:
         """``error`` without the secrets we sent, should the provider have echoed them."""
