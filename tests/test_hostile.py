@@ -172,7 +172,7 @@ _any_text = st.text(max_size=30) | st.sampled_from(["", " ", "\ud800", "é&=+ %"
 @FUZZ
 @given(
     client_id=_any_text,
-    secret=_any_text,
+    secret=st.sampled_from(["", " "]) | _any_text.map(lambda t: f"Zq9{t}"),
     scope=st.none() | _any_text | st.lists(_any_text, max_size=3),
     method=st.sampled_from(
         [
@@ -193,7 +193,7 @@ def test_build_request_from_any_settings(client_id, secret, scope, method, extra
         )
     except ConfigurationError as exc:
         message = str(exc)
-        assert secret.strip() not in message or len(secret.strip()) < 6
+        assert not secret.strip() or secret.strip() not in message
         return
     request = build_request(OAUTH2, auth._settings, NOW)
     assert isinstance(request, TokenRequest)

@@ -8,6 +8,7 @@ once when the API answers 401 to the token it carried.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -19,6 +20,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import requests
 
@@ -177,7 +179,10 @@ def _unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
     elif any(isinstance(e, ssl.SSLError | requests.exceptions.SSLError) for e in chain):
         summary = "the TLS handshake failed"
         advice = "Check that token_url uses the right scheme and port, and any TLS proxy."
-    elif any(isinstance(e, httpx.TimeoutException | requests.Timeout) for e in chain):
+    elif any(
+        isinstance(e, httpx.TimeoutException | httpcore.TimeoutException | requests.Timeout)
+        for e in chain
+    ):
         summary = "it did not answer in time"
         advice = "chaveiro will try again after a short pause; timeout= sets the limits."
     else:
@@ -253,24 +258,102 @@ def _answered(response: httpx.Response, token: Token) -> bool:
     return sent == token.authorization
 
 
-def _closed_by(exit_: GeneratorExit, dialect: Dialect, url: str, now: float) -> TokenError | None:
+_TRANSPORT_ERRORS = (
+    httpx.TransportError,
+    httpcore.NetworkError,
+    httpcore.TimeoutException,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    OSError,
+)
+
+
+class _Trace:
+    """httpcore's ``trace`` request extension: remembers why our token request failed.
+
+    httpx closes the auth flow when the token request fails; a closed async
+    generator is not told why (``aclose()`` does not chain the exception), so
+    the request itself reports it. Cancellations are not failures and are not
+    kept. Events go on to the user's own ``trace``, if their request had one.
+    """
+
+    def __init__(self, user_trace: Any) -> None:
+        self.error: BaseException | None = None
+        self.answer: tuple[int, dict[str, str]] | None = None
+        """Status and headers of the answer, once they arrived."""
+        self._user_trace = user_trace
+
+    def _record(self, event: str, info: Mapping[str, Any]) -> None:
+        error = info.get("exception")
+        if self.error is None and event.endswith(".failed") and isinstance(error, Exception):
+            self.error = error
+        if event.endswith("receive_response_headers.complete"):
+            answer = info.get("return_value")
+            # HTTP/1.1: (version, status, reason, headers); HTTP/2: (status, headers)
+            if isinstance(answer, tuple) and len(answer) in (2, 4):
+                status, headers = answer[-3 if len(answer) == 4 else 0], answer[-1]
+                with contextlib.suppress(TypeError, ValueError, AttributeError):
+                    self.answer = (
+                        int(status),
+                        {k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
+                    )
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        self._record(event, info)
+        if self._user_trace is not None:
+            self._user_trace(event, info)
+
+
+class _AsyncTrace(_Trace):
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:  # type: ignore[override]
+        self._record(event, info)
+        if self._user_trace is not None:
+            await self._user_trace(event, info)
+
+
+def _closing_cause(exit_: GeneratorExit, request: httpx.Request) -> BaseException | None:
+    """The exception that made httpx close the auth flow while ``request`` was out.
+
+    A sync flow sees it as the context of its ``GeneratorExit`` (past the outer
+    flow's own ``GeneratorExit``); an async flow learns it from the request's trace.
+    """
+    cause = exit_.__context__
+    while isinstance(cause, GeneratorExit):
+        cause = cause.__context__
+    if cause is None:
+        trace = request.extensions.get("trace")
+        cause = trace.error if isinstance(trace, _Trace) else None
+    return cause
+
+
+def _closed_by(
+    exit_: GeneratorExit, request: httpx.Request, dialect: Dialect, url: str, now: float
+) -> TokenError | None:
     """Why httpx closed our flow while a token request was out, as our error.
 
     ``None`` when it was not the token request's fault (cancellation, say).
     """
-    cause = exit_.__context__
-    if isinstance(cause, httpx.TransportError):
+    cause = _closing_cause(exit_, request)
+    if isinstance(cause, _TRANSPORT_ERRORS):
         return _unreachable(url, cause)
+    status: int | None = None
+    headers: Mapping[str, str] = {}
+    body = b""
     if isinstance(cause, httpx.HTTPStatusError):  # a user's raise_for_status event hook
         response = cause.response
-        try:
+        status, headers = response.status_code, response.headers
+        with contextlib.suppress(httpx.ResponseNotRead):
             body = response.content
-        except httpx.ResponseNotRead:
-            body = b""
-        try:
-            parse_response(dialect, url, response.status_code, response.headers, body, now)
-        except TokenError as exc:
-            return exc
+    elif cause is not None or not isinstance(request.extensions.get("trace"), _Trace):
+        return None
+    elif request.extensions["trace"].answer is not None:  # async: a hook raised after the answer
+        status, headers = request.extensions["trace"].answer
+    if status is None or 200 <= status < 300:
+        return None
+    try:
+        parse_response(dialect, url, status, headers, body, now)
+    except TokenError as exc:
+        return exc
     return None
 
 
@@ -613,7 +696,9 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
 
     # ---- httpx ------------------------------------------------------------------------------
 
-    def _to_httpx(self, send: Send, user_request: httpx.Request | None) -> httpx.Request:
+    def _to_httpx(
+        self, send: Send, user_request: httpx.Request | None, *, asynchronous: bool = False
+    ) -> httpx.Request:
         """The token request for httpx, with the user's timeouts cut to the time left."""
         request = send.request
         token_request = httpx.Request(
@@ -627,12 +712,16 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             phase: send.timeout if limits.get(phase) is None else min(limits[phase], send.timeout)
             for phase in mine
         }
+        user_trace = user_request.extensions.get("trace") if user_request is not None else None
+        tracer = _AsyncTrace if asynchronous else _Trace
+        token_request.extensions["trace"] = tracer(user_trace)
         return token_request
 
     async def _asend_httpx(self, client: httpx.AsyncClient, send: Send) -> RawResponse:
         url = send.request.url
         try:
-            response = await client.send(self._to_httpx(send, None), stream=True)
+            request = self._to_httpx(send, None, asynchronous=True)
+            response = await client.send(request, stream=True)
         except httpx.TransportError as exc:
             raise _unreachable(url, exc) from None
         try:
@@ -652,17 +741,20 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         try:
             item = next(driver)
             while isinstance(item, Send):
+                token_request = self._to_httpx(item, user_request)
                 try:
-                    response = yield self._to_httpx(item, user_request)
+                    response = yield token_request
                 except GeneratorExit as exit_:
-                    error = _closed_by(exit_, self.dialect, url, self._manager.clock())
+                    now = self._manager.clock()
+                    error = _closed_by(exit_, token_request, self.dialect, url, now)
                     if error is None:
                         raise
+                    cause = _closing_cause(exit_, token_request)
                     try:
                         driver.throw(CannotRetry(error))  # the flow records the failure
                     except TokenError as final:
-                        raise final from exit_.__context__
-                    raise error from exit_.__context__
+                        raise final from cause
+                    raise error from cause
                 try:
                     raw = RawResponse(
                         response.status_code, response.headers, _read_httpx(response, url)
@@ -712,17 +804,20 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         try:
             item = await driver.asend(None)
             while isinstance(item, Send):
+                token_request = self._to_httpx(item, user_request, asynchronous=True)
                 try:
-                    response = yield self._to_httpx(item, user_request)
+                    response = yield token_request
                 except GeneratorExit as exit_:
-                    error = _closed_by(exit_, self.dialect, url, self._manager.clock())
+                    now = self._manager.clock()
+                    error = _closed_by(exit_, token_request, self.dialect, url, now)
                     if error is None:
                         raise
+                    cause = _closing_cause(exit_, token_request)
                     try:
                         await driver.athrow(CannotRetry(error))  # the flow records the failure
                     except TokenError as final:
-                        raise final from exit_.__context__
-                    raise error from exit_.__context__
+                        raise final from cause
+                    raise error from cause
                 assert response is not None
                 try:
                     raw = RawResponse(

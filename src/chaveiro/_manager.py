@@ -403,9 +403,9 @@ class TokenManager:
                     return flight.token
                 if not flight.wait(0):
                     raise TokenEndpointError(
-                        f"Gave up after {self.wait_timeout:.0f} s waiting for another caller's"
+                        f"Gave up after {self.wait_timeout:g} s waiting for another caller's"
                         f" token request to {self.settings.token_url}. The token endpoint is"
-                        " too slow: check it, or raise the deadline.",
+                        " too slow: check it, or raise wait_timeout.",
                         token_url=self.settings.token_url,
                     )
                 continue  # the leader gave up without a result: try again
