@@ -196,6 +196,11 @@ def _unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
     )
 
 
+def _as_is(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """A requests auth that changes nothing: the token request carries its own credentials."""
+    return request
+
+
 def _too_large(url: str) -> InvalidTokenResponseError:
     return InvalidTokenResponseError(
         f"The token endpoint {url} sent more than {MAX_BODY_BYTES} bytes: that is not a token"
@@ -647,7 +652,13 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
                 timeout=(min(connect, send.timeout), min(read, send.timeout)),
                 allow_redirects=False,
                 stream=True,
+                auth=_as_is,  # not session.auth (it may be us) nor .netrc: our headers stand
+                verify=session.verify,  # else REQUESTS_CA_BUNDLE would override it
             )
+        except requests.HTTPError as exc:  # a raise_for_status hook on the session
+            if exc.response is None:
+                raise _unreachable(request.url, exc) from None
+            response = exc.response
         except requests.RequestException as exc:
             raise _unreachable(request.url, exc) from None
         with response:
