@@ -41,8 +41,13 @@ _E = TypeVar("_E", bound=BaseException)
 _EXCERPT_CHARS = 200
 _TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 _SPACES = re.compile(r"\s+")
-# Long base64url-ish runs (JWTs, opaque tokens) are never shown, even in excerpts.
-_TOKENISH = re.compile(r"[A-Za-z0-9_\-\.~+/=]{32,}")
+# Token-looking runs are never shown, even in excerpts: 32+ base64-ish characters
+# (JWTs, long opaque tokens), or 20+ base64url characters mixing letters and digits
+# (short opaque tokens such as RFC 6749's "2YotnFZFEjr1zCsicMWpAA"; not words).
+_TOKENISH = re.compile(
+    r"[A-Za-z0-9_\-\.~+/=]{32,}"
+    r"|(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{20,}"
+)
 
 
 def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
