@@ -65,7 +65,6 @@ _RENEWAL_THREAD = "chaveiro-renewal"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 DEFAULT_TIMEOUT = (5.0, 15.0)
 """Connect and read timeouts of token requests that chaveiro sends itself."""
-_Timeout = float | tuple[float, float]
 
 
 def _is_loopback(host: str) -> bool:
@@ -211,7 +210,7 @@ def _too_large(url: str) -> InvalidTokenResponseError:
 
 def _declared_too_large(headers: Mapping[str, str]) -> bool:
     """True if ``Content-Length`` already says the body is over the cap: refuse it unread."""
-    length = headers.get("Content-Length") or headers.get("content-length") or ""
+    length = headers.get("Content-Length") or ""  # both header types ignore case
     return length.strip().isdigit() and int(length) > MAX_BODY_BYTES
 
 
