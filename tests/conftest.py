@@ -3,37 +3,29 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from chaveiro import ClientCredentialsAuth
-from chaveiro._caches import default_cache
-from chaveiro._manager import reset_state
-from chaveiro.testing import FakeTokenServer
+from chaveiro._manager import wait_for_renewals
+from chaveiro.testing import FakeTokenServer, reset
 
 CLIENT_ID = "app-client"
 CLIENT_SECRET = "s3cr3t-Value-That-Must-Never-Leak-0123456789"
 
 
-def join_renewals(timeout: float = 30.0) -> None:
+def join_renewals() -> None:
     """Wait for every background token renewal to finish (they are daemon threads)."""
-    for thread in threading.enumerate():
-        if thread.name == "chaveiro-renewal":
-            thread.join(timeout)
-            assert not thread.is_alive(), "a background renewal did not finish"
+    assert wait_for_renewals(), "a background renewal did not finish"
 
 
 @pytest.fixture(autouse=True)
 def _fresh_chaveiro_state() -> Iterator[None]:
     """Every test starts with an empty process-wide cache and no flights or cool-downs."""
-    reset_state()
-    default_cache().clear()
+    reset()
     yield
-    join_renewals()
-    reset_state()
-    default_cache().clear()
+    reset()  # waits for background renewals first
 
 
 @pytest.fixture(params=["asyncio", "trio"])

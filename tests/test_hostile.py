@@ -10,7 +10,7 @@ import string
 import httpx
 import pytest
 import requests
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from chaveiro import (
@@ -126,6 +126,7 @@ def _settings_for(secret: str):
 def test_a_provider_echoing_the_secret_does_not_leak_it(case, secret, where):
     """Whatever the answer, and wherever the provider echoes the client secret, it is not shown."""
     status, headers, body, planted = case
+    assume(not any(secret in value for value in planted))  # a secret is not part of a token
     if where == "body start":
         body = f"{secret} ".encode() + body
     elif where == "body end":

@@ -148,7 +148,6 @@ def test_32_threads_on_httpx_make_one_request(server: FakeTokenServer, make_auth
     assert server.token_requests == 1
 
 
-
 @pytest.mark.anyio
 async def test_async_client_reuses_one_token(server: FakeTokenServer, make_auth):
     """httpx.AsyncClient: many requests, one token request."""

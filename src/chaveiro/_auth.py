@@ -42,6 +42,7 @@ from chaveiro._errors import (
     excerpt,
 )
 from chaveiro._manager import (
+    RENEWAL_THREAD,
     CannotRetry,
     Detach,
     Policy,
@@ -61,7 +62,6 @@ __all__ = ["ClientCredentialsAuth"]
 
 logger = logging.getLogger("chaveiro")
 
-_RENEWAL_THREAD = "chaveiro-renewal"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 DEFAULT_TIMEOUT = (5.0, 15.0)
 """Connect and read timeouts of token requests that chaveiro sends itself."""
@@ -631,7 +631,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             finally:
                 driver.close()
 
-        thread = threading.Thread(target=renew, name=_RENEWAL_THREAD, daemon=True)
+        thread = threading.Thread(target=renew, name=RENEWAL_THREAD, daemon=True)
         try:
             thread.start()
         except RuntimeError:  # interpreter shutting down, or out of threads

@@ -154,7 +154,10 @@ class ClientSettings:
     def signing_key(self) -> OctKey | RSAKey | ECKey | OKPKey:
         """The key that signs client assertions (JWT auth methods only)."""
         if self.auth_method == "client_secret_jwt":
-            return cast("OctKey", OctKey.import_key(self.client_secret or ""))
+            # Built directly: import_key() warns about short secrets at every request,
+            # and the provider, not the user, chose the secret.
+            secret = (self.client_secret or "").encode()
+            return OctKey(secret, secret)
         alg = self.signing_alg or "RS256"
         key_type = _KEY_TYPES.get(alg[:2])
         if key_type is None:

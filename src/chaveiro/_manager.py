@@ -46,6 +46,7 @@ from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, Token
 from chaveiro._token import Clock, Identity, Token
 
 __all__ = [
+    "RENEWAL_THREAD",
     "CannotRetry",
     "Detach",
     "Flight",
@@ -56,6 +57,7 @@ __all__ = [
     "TokenManager",
     "run_async",
     "run_sync",
+    "wait_for_renewals",
 ]
 
 logger = logging.getLogger("chaveiro")
@@ -238,8 +240,27 @@ def _slot_for(cache: TokenCache, key: str) -> _Slot:
         return slot
 
 
+RENEWAL_THREAD = "chaveiro-renewal"
+"""The name of the daemon threads that renew still-valid tokens in the background."""
+
+
+def wait_for_renewals(timeout: float = 30.0) -> bool:
+    """Wait for background renewals in progress; False if one is still running after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == RENEWAL_THREAD and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+    return True
+
+
 def reset_state() -> None:
-    """Forget every token, flight and cool-down held in this process (for tests)."""
+    """Forget every token, flight and cool-down held in this process (for tests).
+
+    Background renewals finish first, so none can bring a token back afterwards.
+    """
+    wait_for_renewals()
     with _registry_lock:
         for slots in _registry.values():
             for slot in slots.values():
@@ -334,6 +355,18 @@ Flow: TypeAlias = Generator[Step, Any, Token]
 class TokenManager:
     """Fetches, shares and renews the token of one identity."""
 
+    __slots__ = (
+        "_renew_at",
+        "cache",
+        "clock",
+        "dialect",
+        "identity",
+        "policy",
+        "settings",
+        "slot",
+        "use_refresh_token",
+    )
+
     def __init__(
         self,
         dialect: Dialect,
@@ -353,6 +386,7 @@ class TokenManager:
         self.policy = policy or Policy()
         self.use_refresh_token = use_refresh_token
         self.slot = _slot_for(cache, identity.key)
+        self._renew_at: tuple[Token | None, float] = (None, 0.0)
 
     @property
     def wait_timeout(self) -> float:
@@ -363,9 +397,16 @@ class TokenManager:
 
     def fresh_token(self) -> Token | None:
         """The held token if it needs no renewal: the hot path, no locks, no I/O."""
-        token = self.slot.token
-        if token is not None and token.is_fresh(self.clock(), self.policy.leeway):
-            self.slot.stats.reused += 1
+        slot = self.slot
+        token = slot.token
+        seen, renew_at = self._renew_at
+        if token is not seen:
+            if token is None:
+                return None
+            renew_at = token.renew_at(self.policy.leeway)
+            self._renew_at = (token, renew_at)  # one tuple: threads never see half of it
+        if self.clock() < renew_at:
+            slot.stats.reused += 1
             return token
         return None
 
@@ -534,7 +575,7 @@ class TokenManager:
                     raw.status,
                     raw.headers,
                     raw.body,
-                    self.clock(),
+                    now,  # lifetimes count from when the request left: conservative
                 )
             except CannotRetry as exc:
                 raise self._redacted(exc.error, refresh) from None

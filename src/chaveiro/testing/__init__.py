@@ -5,6 +5,9 @@ RFC 6749 server, StackSpot (Keycloak), Acesso Cidadão (IdentityServer), Bitize 
 Score Positivo (Laravel Passport), plus OIDC discovery and a Bearer-protected
 ``/api/...``. It is strict like the real providers, counts every request and can
 be told to misbehave with ``Failure``. All secrets and tokens it handles are fake.
+
+``reset()`` forgets chaveiro's in-process tokens. Installed with chaveiro, a pytest
+plugin provides the ``fake_token_server`` and ``chaveiro_reset`` fixtures.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from chaveiro.testing._server import (
     FakeTokenServer,
     RecordedRequest,
 )
+from chaveiro.testing._state import reset
 
 __all__ = [
     "DIALECTS",
@@ -25,4 +29,5 @@ __all__ = [
     "FailureKind",
     "FakeTokenServer",
     "RecordedRequest",
+    "reset",
 ]

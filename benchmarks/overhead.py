@@ -1,0 +1,146 @@
+"""Per-request cost of chaveiro with a warm token, next to two baselines.
+
+- "by hand": the caller sets the Authorization header itself;
+- "floor": the smallest possible plugin, an AuthBase + httpx.Auth that sets a fixed header.
+
+Prints µs per call of the auth step alone, and end-to-end µs per request against
+a local server (median of interleaved rounds). Figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Generator
+
+import httpx
+import requests
+
+from chaveiro import ClientCredentialsAuth
+from chaveiro.testing import FakeTokenServer
+
+STEP_CALLS = 20_000
+ROUNDS = 7
+E2E_CALLS = 300
+
+
+class Floor(requests.auth.AuthBase, httpx.Auth):
+    """The smallest plugin: a fixed header."""
+
+    def __init__(self, header: str) -> None:
+        self.header = header
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = self.header
+        return r
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self.header
+        yield request
+
+
+def per_call(fn: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def median_rounds(variants: dict[str, Callable[[], float]]) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(ROUNDS):
+        for name, run in variants.items():  # interleaved: drift hits every variant alike
+            samples[name].append(run())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def auth_step(auth: ClientCredentialsAuth, floor: Floor, header: str, url: str) -> None:
+    preps = [requests.Request("GET", url).prepare() for _ in range(STEP_CALLS)]
+
+    def requests_variant(fn: Callable[[requests.PreparedRequest], object]) -> Callable[[], float]:
+        def run() -> float:
+            for p in preps:
+                p.hooks["response"].clear()
+            it = iter(preps)
+            return per_call(lambda: fn(next(it)), STEP_CALLS)
+
+        return run
+
+    def set_by_hand(p: requests.PreparedRequest) -> None:
+        p.headers["Authorization"] = header
+
+    req = requests_variant
+    figures = median_rounds(
+        {"by hand": req(set_by_hand), "floor": req(floor), "chaveiro": req(auth)}
+    )
+    report("requests auth step (µs/call)", figures)
+
+    hx = httpx.Request("GET", url)
+
+    def httpx_variant(plugin: httpx.Auth | None) -> Callable[[], float]:
+        def by_hand() -> None:
+            hx.headers["Authorization"] = header
+
+        def flow() -> None:
+            assert plugin is not None
+            next(plugin.sync_auth_flow(hx))
+
+        return lambda: per_call(by_hand if plugin is None else flow, STEP_CALLS)
+
+    figures = median_rounds(
+        {
+            "by hand": httpx_variant(None),
+            "floor": httpx_variant(floor),
+            "chaveiro": httpx_variant(auth),
+        }
+    )
+    report("httpx auth step, sync_auth_flow to its first yield (µs/call)", figures)
+
+
+def end_to_end(auth: ClientCredentialsAuth, floor: Floor, url: str) -> None:
+    r_floor, r_ours = requests.Session(), requests.Session()
+    r_floor.auth, r_ours.auth = floor, auth
+    h_floor, h_ours = httpx.Client(auth=floor), httpx.Client(auth=auth)
+    for session in (r_floor, r_ours):
+        session.get(url)
+    for client in (h_floor, h_ours):
+        client.get(url)
+    figures = median_rounds(
+        {
+            "requests floor": lambda: per_call(lambda: r_floor.get(url), E2E_CALLS),
+            "requests chaveiro": lambda: per_call(lambda: r_ours.get(url), E2E_CALLS),
+            "httpx floor": lambda: per_call(lambda: h_floor.get(url), E2E_CALLS),
+            "httpx chaveiro": lambda: per_call(lambda: h_ours.get(url), E2E_CALLS),
+        }
+    )
+    report("end to end against the local server (µs/request, median of rounds)", figures)
+    print(
+        f"  ratio requests: {figures['requests chaveiro'] / figures['requests floor']:.3f}x,"
+        f" httpx: {figures['httpx chaveiro'] / figures['httpx floor']:.3f}x"
+    )
+    h_floor.close()
+    h_ours.close()
+
+
+def report(title: str, figures: dict[str, float]) -> None:
+    print(title)
+    floor = figures.get("floor")
+    for name, value in figures.items():
+        ratio = f"  ({value / floor:.2f}x floor)" if floor and name == "chaveiro" else ""
+        print(f"  {name:<20} {value:8.2f}{ratio}")
+
+
+def main() -> None:
+    with FakeTokenServer() as server:
+        server.add_client("bench", "bench-secret")
+        auth = ClientCredentialsAuth(server.oauth_token_url, "bench", "bench-secret")
+        token = auth.get_token()
+        floor = Floor(token.authorization)
+        url = server.api_url()
+        auth_step(auth, floor, token.authorization, url)
+        end_to_end(auth, floor, url)
+        print(f"token requests: {server.token_requests}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The command line, run as a subprocess like a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from chaveiro import ClientCredentialsAuth
+from chaveiro.testing import FakeTokenServer
+from tests.conftest import CLIENT_ID, CLIENT_SECRET
+
+
+def chaveiro(*args: str, stdin: str = "", env: dict[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "chaveiro", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def issued_token(server: FakeTokenServer) -> str:
+    auth = ClientCredentialsAuth(server.oauth_token_url, CLIENT_ID, CLIENT_SECRET, scope="read")
+    return auth.get_token().access_token
+
+
+def test_no_command_prints_help_and_exits_2():
+    """Without a command, usage goes to stderr with exit status 2."""
+    result = chaveiro()
+    assert result.returncode == 2
+    assert "usage: chaveiro" in result.stderr
+
+
+def test_help_has_examples():
+    """--help shows examples for every command."""
+    for args in (["--help"], ["inspect", "--help"], ["demo", "--help"]):
+        result = chaveiro(*args)
+        assert result.returncode == 0
+        assert "examples:" in result.stdout or "chaveiro demo" in result.stdout
+
+
+def test_inspect_decodes_and_says_it_did_not_verify(server: FakeTokenServer):
+    """inspect shows claims and time left, and says the signature was not checked."""
+    result = chaveiro("inspect", issued_token(server))
+    assert result.returncode == 0
+    assert "NOT verified" in result.stdout
+    assert f'"sub": "{CLIENT_ID}"' in result.stdout
+    assert "expires in 5" in result.stdout or "expires in 1 h" in result.stdout
+
+
+def test_inspect_reads_stdin_and_prints_json(server: FakeTokenServer):
+    """inspect - reads the token (optionally with 'Bearer ') from stdin; --json is parseable."""
+    result = chaveiro("inspect", "-", "--json", stdin="Bearer " + issued_token(server) + "\n")
+    assert result.returncode == 0
+    summary = json.loads(result.stdout)
+    assert summary["verified"] is False
+    assert summary["claims"]["sub"] == CLIENT_ID
+    assert 3500 < summary["expires_in"] <= 3600
+
+
+def test_inspect_rejects_non_jwt():
+    """A token that is not a JWT is a usage error (exit 2) with a message on stderr."""
+    result = chaveiro("inspect", "opaque-token")
+    assert result.returncode == 2
+    assert "not a JWT" in result.stderr
+    assert result.stdout == ""
+
+
+def test_demo_runs_end_to_end():
+    """The demo runs against the built-in provider and shows fetch, reuse, renewal and replay."""
+    result = chaveiro("demo", "--lifetime", "2")
+    assert result.returncode == 0, result.stderr
+    for words in ("token fetched", "reused", "renewed", "replayed"):
+        assert words in result.stdout
+
+
+def test_pytest_plugin_in_a_throwaway_project(tmp_path: Path):
+    """A user's project gets the fake_token_server fixture without any configuration."""
+    (tmp_path / "test_user_code.py").write_text(
+        textwrap.dedent(
+            """
+            import requests
+            from chaveiro import ClientCredentialsAuth
+            from chaveiro.testing.pytest_plugin import TEST_CLIENT_ID, TEST_CLIENT_SECRET
+
+            def test_my_client(fake_token_server):
+                auth = ClientCredentialsAuth(
+                    fake_token_server.oauth_token_url, TEST_CLIENT_ID, TEST_CLIENT_SECRET
+                )
+                for _ in range(3):
+                    response = requests.get(fake_token_server.api_url(), auth=auth, timeout=5)
+                    assert response.status_code == 200
+                assert fake_token_server.token_requests == 1
+
+            def test_tokens_do_not_leak_between_tests(fake_token_server):
+                auth = ClientCredentialsAuth(
+                    fake_token_server.oauth_token_url, TEST_CLIENT_ID, TEST_CLIENT_SECRET
+                )
+                auth.get_token()
+                assert fake_token_server.token_requests == 1
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout

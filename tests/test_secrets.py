@@ -1,0 +1,133 @@
+"""No client secret and no issued token ever shows up in logs, errors, or reprs."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from urllib.parse import quote_plus
+
+import anyio
+import httpx
+import pytest
+import requests
+
+from chaveiro import ChaveiroError, ClientCredentialsAuth
+from chaveiro.testing import Failure, FakeTokenServer
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, assert_no_secrets
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _texts_of(error: BaseException) -> list[str]:
+    return [str(error), repr(error), "".join(traceback.format_exception(error))]
+
+
+def test_no_secret_in_any_log_or_error(server: FakeTokenServer, caplog: pytest.LogCaptureFixture):
+    """Every scenario, failures included: logs (all loggers, DEBUG) and errors hold no secret."""
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    clock = FakeClock()
+
+    def auth(**kwargs: object) -> ClientCredentialsAuth:
+        options: dict[str, object] = {
+            "token_url": server.oauth_token_url,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "clock": clock,
+            "max_attempts": 2,
+            "deadline": 2.0,
+        }
+        options.update(kwargs)
+        made = ClientCredentialsAuth(**options)  # type: ignore[arg-type]
+        texts.extend([repr(made), str(made)])
+        return made
+
+    def attempt(action: Callable[[], object]) -> None:
+        try:
+            result = action()
+        except ChaveiroError as exc:
+            texts.extend(_texts_of(exc))
+        else:
+            texts.append(repr(result))
+
+    good = auth()
+    session = requests.Session()
+    session.auth = good
+    attempt(lambda: session.get(server.api_url()))
+    attempt(good.get_token)
+    server.revoke_all()
+    attempt(lambda: session.get(server.api_url()))
+    clock.now += 7200
+    with httpx.Client(auth=good) as client:
+        attempt(lambda: client.get(server.api_url()))
+        server.revoke_all()
+        attempt(lambda: client.get(server.api_url()))
+
+    async def use_async() -> None:
+        async with httpx.AsyncClient(auth=good) as client:
+            server.revoke_all()
+            await client.get(server.api_url())
+        texts.append(repr(await good.aget_token()))
+
+    anyio.run(use_async)
+    texts.append(repr(good.stats))
+
+    for method in (
+        "client_secret_basic",
+        "client_secret_post",
+        "client_secret_json",
+        "client_secret_jwt",
+    ):
+        bad = auth(client_secret=CLIENT_SECRET + "-wrong", auth_method=method)
+        attempt(bad.get_token)
+        with httpx.Client(auth=bad) as client:
+            attempt(lambda client=client: client.get(server.api_url()))
+
+    for index, failure in enumerate(
+        [
+            Failure.status(503, retry_after="0"),
+            Failure.html(500),
+            Failure.malformed(),
+            Failure.missing_token(),
+            Failure.too_many(retry_after="0"),
+            Failure.drop(),
+        ]
+    ):
+        server.fail(failure)
+        attempt(auth(scope=f"scenario-{index}").get_token)
+        attempt(
+            lambda index=index: requests.get(
+                server.api_url(), auth=auth(scope=f"s-{index}"), timeout=5
+            )
+        )
+        server.clear_failures()
+
+    unreachable = auth(token_url="http://127.0.0.1:9/token")
+    attempt(unreachable.get_token)
+    with httpx.Client(auth=unreachable) as client:
+        attempt(lambda: client.get(server.api_url()))
+
+    texts.extend(record.getMessage() for record in caplog.records)
+    texts.extend(str(record.__dict__) for record in caplog.records)
+    basic = base64.b64encode(
+        f"{quote_plus(CLIENT_ID)}:{quote_plus(CLIENT_SECRET)}".encode()
+    ).decode()
+    secrets = [CLIENT_SECRET, basic, *server.issued_tokens]
+    assert len(server.issued_tokens) >= 5
+    assert len(texts) > 40
+    assert_no_secrets(texts, secrets)
+
+
+def test_the_scan_itself_can_fail():
+    """The scanning helper does catch a leak (so the test above can fail)."""
+    with pytest.raises(AssertionError):
+        assert_no_secrets(["token is abc123secret"], ["abc123secret"])
