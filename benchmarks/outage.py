@@ -12,7 +12,7 @@
 4. Fuzz cases run against the response parser and the token flow, and how many
    produced anything but a ChaveiroError or showed a secret.  target: 0
 
-Every scenario is bounded in time; the whole run takes about 45 s.
+Every scenario is bounded in time; the whole run takes about 50 s.
 """
 
 from __future__ import annotations
