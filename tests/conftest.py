@@ -13,10 +13,16 @@ from collections.abc import Iterator
 import pytest
 
 from chaveiro import ClientCredentialsAuth
+from chaveiro._manager import wait_for_renewals
 from chaveiro.testing import FakeTokenServer, reset
 
 CLIENT_ID = "app-client"
 CLIENT_SECRET = "s3cr3t-Value-That-Must-Never-Leak-0123456789"
+
+
+def join_renewals() -> None:
+    """Wait for every background token renewal to finish (they are daemon threads)."""
+    assert wait_for_renewals(), "a background renewal did not finish"
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +30,7 @@ def _fresh_chaveiro_state() -> Iterator[None]:
     """Every test starts with an empty process-wide cache and no flights or cool-downs."""
     reset()
     yield
-    reset()
+    reset()  # waits for background renewals first
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -18,7 +18,7 @@ from chaveiro import (
     TokenEndpointUnreachableError,
 )
 from chaveiro.testing import Failure, FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, join_renewals
 
 
 class FakeClock:
@@ -66,6 +66,7 @@ def test_renews_before_expiry(server: FakeTokenServer, make_auth):
     assert server.token_requests == 1
     clock.now += 2  # now 29 s before expiry
     assert session.get(server.api_url()).status_code == 200
+    join_renewals()
     assert server.token_requests == 2
     assert auth.stats.renewed == 1
 
@@ -324,3 +325,21 @@ def test_auth_method_post_sends_secret_in_body(server: FakeTokenServer, make_aut
     recorded = server.token_request_log[-1]
     assert b"client_secret=" in recorded.body
     assert "authorization" not in recorded.headers
+
+
+def test_one_session_for_the_api_and_the_token_request(server: FakeTokenServer, make_auth):
+    """session= may be the very session whose auth this is: no recursion, one token request."""
+    session = requests.Session()
+    session.auth = make_auth(session=session)
+    assert session.get(server.api_url()).status_code == 200
+    assert server.token_requests == 1
+
+
+def test_raise_for_status_hook_on_the_token_session(server: FakeTokenServer, make_auth):
+    """A session hook that raises for an error status still gives our typed error, not retried."""
+    session = requests.Session()
+    session.hooks["response"].append(lambda r, **_: r.raise_for_status())
+    auth = make_auth(client_secret="wrong", session=session)
+    with pytest.raises(CredentialsRejectedError, match="invalid_client"):
+        auth.get_token()
+    assert server.token_requests == 1

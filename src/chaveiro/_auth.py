@@ -8,15 +8,19 @@ once when the API answers 401 to the token it carried.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import ssl
+import threading
 import time
 from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import requests
 
@@ -26,7 +30,6 @@ from chaveiro._dialect import (
     OAUTH2,
     ClientSettings,
     Dialect,
-    TokenRequest,
     parse_response,
 )
 from chaveiro._discovery import (
@@ -46,7 +49,18 @@ from chaveiro._errors import (
     TokenError,
     excerpt,
 )
-from chaveiro._manager import Policy, RawResponse, Stats, TokenManager, run_async, run_sync
+from chaveiro._manager import (
+    RENEWAL_THREAD,
+    CannotRetry,
+    Detach,
+    Policy,
+    RawResponse,
+    Send,
+    Stats,
+    TokenManager,
+    run_async,
+    run_sync,
+)
 from chaveiro._token import DEFAULT_LEEWAY, Clock, Identity, Token, normalize_scope
 
 if TYPE_CHECKING:
@@ -102,7 +116,32 @@ def _clean(name: str, value: object, *, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}.")
-    return value.strip()
+    return _encodable(name, value).strip()
+
+
+def _encodable(name: str, value: str) -> str:
+    """``value``, if it can be sent: lone surrogates (undecodable bytes from os.environ) cannot."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        message = f"{name} is not valid text: it cannot be encoded as UTF-8."
+        raise ConfigurationError(message) from None
+    return value
+
+
+def _check_timeout(timeout: object) -> tuple[float, float]:
+    """``timeout=`` as ``(connect, read)`` seconds, both positive and finite."""
+    pair = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    if (
+        len(pair) != 2
+        or not all(isinstance(t, int | float) and not isinstance(t, bool) for t in pair)
+        or not all(0 < t < float("inf") for t in pair)
+    ):
+        raise ConfigurationError(
+            "timeout must be a positive number of seconds, or a (connect, read) pair of them;"
+            " a token request without a timeout could hang the application."
+        )
+    return float(pair[0]), float(pair[1])
 
 
 class AuthOptions(TypedDict, total=False):
@@ -116,6 +155,7 @@ class AuthOptions(TypedDict, total=False):
     timeout: float | tuple[float, float]
     max_attempts: int
     deadline: float
+    wait_timeout: float | None
     allow_insecure_http: bool
     clock: Clock
 
@@ -147,22 +187,41 @@ def _unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     text = " ".join(str(e) for e in chain)
-    if any(isinstance(e, ssl.SSLError | requests.exceptions.SSLError) for e in chain) or (
+    retryable = None
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
         "CERTIFICATE_VERIFY_FAILED" in text
     ):
+        summary = "TLS verification failed: the certificate is not trusted or not for this host"
         advice = (
-            "TLS verification failed. If the endpoint uses a private CA, give it to your"
-            " session (session.verify='ca.pem') or client (httpx.Client(verify=...))."
+            "If the endpoint uses a private CA, give it to the HTTP client that sends the"
+            " token request: session.verify='ca.pem' on the requests session passed as"
+            " session=, or httpx.Client(verify=ssl_context); REQUESTS_CA_BUNDLE also works"
+            " for the default session. Do not turn verification off."
         )
-    elif any(isinstance(e, httpx.TimeoutException | requests.Timeout) for e in chain):
-        advice = "It did not answer in time; chaveiro will try again after a short pause."
+        retryable = False  # asking again gets the same certificate
+    elif any(isinstance(e, ssl.SSLError | requests.exceptions.SSLError) for e in chain):
+        summary = "the TLS handshake failed"
+        advice = "Check that token_url uses the right scheme and port, and any TLS proxy."
+    elif any(
+        isinstance(e, httpx.TimeoutException | httpcore.TimeoutException | requests.Timeout)
+        for e in chain
+    ):
+        summary = "it did not answer in time"
+        advice = "chaveiro will try again after a short pause; timeout= sets the limits."
     else:
+        summary = "no answer"
         advice = "Check the URL, DNS, proxy settings and network."
     return TokenEndpointUnreachableError(
-        f"Could not reach the token endpoint {url} ({type(exc).__name__}:"
+        f"Could not reach the token endpoint {url}: {summary} ({type(exc).__name__}:"
         f" {excerpt(str(exc), 160)}). {advice}",
         token_url=url,
+        retryable=retryable,
     )
+
+
+def _as_is(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """A requests auth that changes nothing: the token request carries its own credentials."""
+    return request
 
 
 def _too_large(url: str) -> InvalidTokenResponseError:
@@ -173,7 +232,15 @@ def _too_large(url: str) -> InvalidTokenResponseError:
     )
 
 
+def _declared_too_large(headers: Mapping[str, str]) -> bool:
+    """True if ``Content-Length`` already says the body is over the cap: refuse it unread."""
+    length = headers.get("Content-Length") or ""  # both header types ignore case
+    return length.strip().isdigit() and int(length) > MAX_BODY_BYTES
+
+
 def _read_httpx(response: httpx.Response, url: str) -> bytes:
+    if _declared_too_large(response.headers):
+        raise _too_large(url)
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
@@ -187,6 +254,8 @@ def _read_httpx(response: httpx.Response, url: str) -> bytes:
 
 
 async def _aread_httpx(response: httpx.Response, url: str) -> bytes:
+    if _declared_too_large(response.headers):
+        raise _too_large(url)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -235,24 +304,112 @@ def _httpx_replayable(request: httpx.Request) -> bool:
     return True
 
 
-def _closed_by(exit_: GeneratorExit, dialect: Dialect, url: str, now: float) -> TokenError | None:
+def _answered(response: httpx.Response, token: Token) -> bool:
+    """True if ``response`` answered a request that carried ``token``.
+
+    After a redirect to another host the final request carries no token: its
+    401 says nothing about ours.
+    """
+    sent: str | None = response.request.headers.get("Authorization")
+    return sent == token.authorization
+
+
+_TRANSPORT_ERRORS = (
+    httpx.TransportError,
+    httpcore.NetworkError,
+    httpcore.TimeoutException,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    OSError,
+)
+
+
+class _Trace:
+    """httpcore's ``trace`` request extension: remembers why our token request failed.
+
+    httpx closes the auth flow when the token request fails; a closed async
+    generator is not told why (``aclose()`` does not chain the exception), so
+    the request itself reports it. Cancellations are not failures and are not
+    kept. Events go on to the user's own ``trace``, if their request had one.
+    """
+
+    def __init__(self, user_trace: Any) -> None:
+        self.error: BaseException | None = None
+        self.answer: tuple[int, dict[str, str]] | None = None
+        """Status and headers of the answer, once they arrived."""
+        self._user_trace = user_trace
+
+    def _record(self, event: str, info: Mapping[str, Any]) -> None:
+        error = info.get("exception")
+        if self.error is None and event.endswith(".failed") and isinstance(error, Exception):
+            self.error = error
+        if event.endswith("receive_response_headers.complete"):
+            answer = info.get("return_value")
+            # HTTP/1.1: (version, status, reason, headers); HTTP/2: (status, headers)
+            if isinstance(answer, tuple) and len(answer) in (2, 4):
+                status, headers = answer[-3 if len(answer) == 4 else 0], answer[-1]
+                with contextlib.suppress(TypeError, ValueError, AttributeError):
+                    self.answer = (
+                        int(status),
+                        {k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
+                    )
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        self._record(event, info)
+        if self._user_trace is not None:
+            self._user_trace(event, info)
+
+
+class _AsyncTrace(_Trace):
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:  # type: ignore[override]
+        self._record(event, info)
+        if self._user_trace is not None:
+            await self._user_trace(event, info)
+
+
+def _closing_cause(exit_: GeneratorExit, request: httpx.Request) -> BaseException | None:
+    """The exception that made httpx close the auth flow while ``request`` was out.
+
+    A sync flow sees it as the context of its ``GeneratorExit`` (past the outer
+    flow's own ``GeneratorExit``); an async flow learns it from the request's trace.
+    """
+    cause = exit_.__context__
+    while isinstance(cause, GeneratorExit):
+        cause = cause.__context__
+    if cause is None:
+        trace = request.extensions.get("trace")
+        cause = trace.error if isinstance(trace, _Trace) else None
+    return cause
+
+
+def _closed_by(
+    exit_: GeneratorExit, request: httpx.Request, dialect: Dialect, url: str, now: float
+) -> TokenError | None:
     """Why httpx closed our flow while a token request was out, as our error.
 
     ``None`` when it was not the token request's fault (cancellation, say).
     """
-    cause = exit_.__context__
-    if isinstance(cause, httpx.TransportError):
+    cause = _closing_cause(exit_, request)
+    if isinstance(cause, _TRANSPORT_ERRORS):
         return _unreachable(url, cause)
+    status: int | None = None
+    headers: Mapping[str, str] = {}
+    body = b""
     if isinstance(cause, httpx.HTTPStatusError):  # a user's raise_for_status event hook
         response = cause.response
-        try:
+        status, headers = response.status_code, response.headers
+        with contextlib.suppress(httpx.ResponseNotRead):
             body = response.content
-        except httpx.ResponseNotRead:
-            body = b""
-        try:
-            parse_response(dialect, url, response.status_code, response.headers, body, now)
-        except TokenError as exc:
-            return exc
+    elif cause is not None or not isinstance(request.extensions.get("trace"), _Trace):
+        return None
+    elif request.extensions["trace"].answer is not None:  # async: a hook raised after the answer
+        status, headers = request.extensions["trace"].answer
+    if status is None or 200 <= status < 300:
+        return None
+    try:
+        parse_response(dialect, url, status, headers, body, now)
+    except TokenError as exc:
+        return exc
     return None
 
 
@@ -292,6 +449,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_attempts: int = 3,
         deadline: float = 20.0,
+        wait_timeout: float | None = None,
         use_refresh_token: bool = False,
         allow_insecure_http: bool = False,
         clock: Clock = time.time,
@@ -301,24 +459,27 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         assert cid is not None
         secret = _clean("client_secret", client_secret, required=private_key is None)
         if isinstance(private_key, str):
-            private_key = private_key.encode()
+            private_key = _encodable("private_key", private_key).encode()
         given: dict[object, object] = dict((extra_params or {}).items())
         given.update((k, v) for k, v in (("audience", audience), ("resource", resource)) if v)
         extra: dict[str, str] = {}
         for name, value in given.items():
             if not isinstance(name, str) or not isinstance(value, str):
                 raise ConfigurationError(f"extra parameter {name!r} must map a string to a string.")
-            extra[name] = value
+            extra[_encodable("extra parameter name", name)] = _encodable(name, value)
         if leeway < 0 or max_attempts < 1 or deadline <= 0:
             raise ConfigurationError(
                 "leeway must be >= 0, max_attempts >= 1 and deadline > 0 (seconds)."
             )
+        if wait_timeout is not None and not 0 < wait_timeout < float("inf"):
+            raise ConfigurationError("wait_timeout must be a positive number of seconds, or None.")
+        connect_timeout, read_timeout = _check_timeout(timeout)
         self._settings = ClientSettings(
             token_url=url,
             client_id=cid,
             client_secret=secret,
             auth_method=auth_method,
-            scope=normalize_scope(scope),
+            scope=_encodable("scope", normalize_scope(scope) or "") or None,
             extra=tuple(sorted(extra.items())),
             private_key=private_key,
             signing_alg=signing_alg,
@@ -332,14 +493,19 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             identity,
             self._cache,
             clock=clock,
-            policy=Policy(leeway=float(leeway), attempts=max_attempts, deadline=float(deadline)),
+            policy=Policy(
+                leeway=float(leeway),
+                attempts=max_attempts,
+                deadline=float(deadline),
+                wait_timeout=None if wait_timeout is None else float(wait_timeout),
+            ),
             use_refresh_token=use_refresh_token,
         )
         self.replay_on_401 = replay_on_401
         self._hosts = _host_matcher(only_hosts)
         self._session = session
         self._session_pid = None if session is not None else 0
-        self._timeout = timeout
+        self._timeout = (connect_timeout, read_timeout)
         self._on_response_hook = self._on_response
 
     # ---- presentation ---------------------------------------------------------------------
@@ -472,33 +638,37 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
     # ---- tokens for non-HTTP uses -----------------------------------------------------------
 
     def get_token(self) -> Token:
-        """The current token, fetched or renewed if needed (blocking)."""
-        return self._manager.fresh_token() or self._obtain_sync(None)
+        """The current token, fetched or renewed if needed (blocking).
 
-    async def aget_token(self) -> Token:
-        """The current token, fetched or renewed if needed (asyncio or trio)."""
+        A token that is due for renewal but still valid is returned at once and
+        renewed in the background.
+        """
+        return self._manager.fresh_token() or self._obtain_sync(None, background=True)
+
+    async def aget_token(self, *, client: httpx.AsyncClient | None = None) -> Token:
+        """The current token, fetched or renewed if needed (asyncio or trio).
+
+        The token request is sent with ``client`` when given (its TLS settings,
+        proxies and transport apply), else with a short-lived client of our own.
+        """
         token = self._manager.fresh_token()
         if token is not None:
             return token
-        timeout = httpx.Timeout(self._httpx_timeout())
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(httpx.AsyncClient())
             driver = run_async(self._manager.flow(None), self._cache)
-            try:
-                item = await driver.asend(None)
-                while isinstance(item, TokenRequest):
-                    try:
-                        raw = await self._asend_httpx(client, item)
-                    except TokenError as exc:
-                        item = await driver.athrow(exc)
-                    else:
-                        item = await driver.asend(raw)
-            finally:
-                await driver.aclose()
+            stack.push_async_callback(driver.aclose)
+            item = await driver.asend(None)
+            while isinstance(item, Send):
+                try:
+                    raw = await self._asend_httpx(client, item)
+                except TokenError as exc:
+                    item = await driver.athrow(exc)
+                else:
+                    item = await driver.asend(raw)
+        assert isinstance(item, Token)
         return item
-
-    def _httpx_timeout(self) -> float | None:
-        timeout = self._timeout
-        return max(timeout) if isinstance(timeout, tuple) else timeout
 
     # ---- requests ---------------------------------------------------------------------------
 
@@ -512,7 +682,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._hosts is not None and not self._applies(urlsplit(r.url or "").hostname):
             return r
-        token = self._manager.fresh_token() or self._obtain_sync(None)
+        token = self._manager.fresh_token() or self._obtain_sync(None, background=True)
         r.headers["Authorization"] = token.authorization
         if self.replay_on_401:
             r.hooks["response"].append(self._on_response_hook)
@@ -527,36 +697,84 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         assert self._session is not None
         return self._session
 
-    def _obtain_sync(self, stale: str | None) -> Token:
-        driver = run_sync(self._manager.flow(stale), self._cache)
+    def _obtain_sync(self, stale: str | None, *, background: bool = False) -> Token:
+        """Run the token flow with blocking requests calls.
+
+        With ``background``, a still-valid token that is due for renewal is
+        returned at once while a daemon thread renews it.
+        """
+        driver = run_sync(self._manager.flow(stale, background=background), self._cache)
+        handed_over = False
         try:
             item = next(driver)
-            while isinstance(item, TokenRequest):
-                try:
-                    raw = self._send_requests(item)
-                except TokenError as exc:
-                    item = driver.throw(exc)
+            while True:
+                if isinstance(item, Send):
+                    item = self._send_to_flow(driver, item)
+                elif isinstance(item, Detach):
+                    handed_over = self._renew_in_background(driver)
+                    if handed_over:
+                        return item.token
+                    item = driver.send(None)  # no thread to be had: renew right here
                 else:
-                    item = driver.send(raw)
+                    return item
         finally:
-            driver.close()
-        return item
+            if not handed_over:
+                driver.close()
 
-    def _send_requests(self, request: TokenRequest) -> RawResponse:
+    def _send_to_flow(
+        self, driver: Generator[Send | Detach | Token, Any, None], item: Send
+    ) -> Send | Detach | Token:
+        try:
+            raw = self._send_requests(item)
+        except TokenError as exc:
+            return driver.throw(exc)
+        return driver.send(raw)
+
+    def _renew_in_background(self, driver: Generator[Send | Detach | Token, Any, None]) -> bool:
+        """Drive the rest of ``driver`` in a daemon thread; False if none could be started."""
+
+        def renew() -> None:
+            try:
+                item = driver.send(None)
+                while isinstance(item, Send):
+                    item = self._send_to_flow(driver, item)
+            except Exception:  # a bug: the flow itself logs every token failure
+                logger.exception("token renewal in the background failed unexpectedly")
+            finally:
+                driver.close()
+
+        thread = threading.Thread(target=renew, name=RENEWAL_THREAD, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutting down, or out of threads
+            return False
+        return True
+
+    def _send_requests(self, send: Send) -> RawResponse:
+        request = send.request
         session = self._requests_session()
+        connect, read = self._timeout
         try:
             response = session.request(
                 request.method,
                 request.url,
                 headers=dict(request.headers),
                 data=request.body,
-                timeout=self._timeout,
+                timeout=(min(connect, send.timeout), min(read, send.timeout)),
                 allow_redirects=False,
                 stream=True,
+                auth=_as_is,  # not session.auth (it may be us) nor .netrc: our headers stand
+                verify=session.verify,  # else REQUESTS_CA_BUNDLE would override it
             )
+        except requests.HTTPError as exc:  # a raise_for_status hook on the session
+            if exc.response is None:
+                raise _unreachable(request.url, exc) from None
+            response = exc.response
         except requests.RequestException as exc:
             raise _unreachable(request.url, exc) from None
         with response:
+            if _declared_too_large(response.headers):
+                raise _too_large(request.url)
             try:
                 body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
             except (requests.RequestException, OSError, ValueError) as exc:
@@ -600,23 +818,38 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
 
     # ---- httpx ------------------------------------------------------------------------------
 
-    def _to_httpx(self, request: TokenRequest, user_request: httpx.Request | None) -> httpx.Request:
+    def _to_httpx(
+        self, send: Send, user_request: httpx.Request | None, *, asynchronous: bool = False
+    ) -> httpx.Request:
+        """The token request for httpx, with the user's timeouts cut to the time left."""
+        request = send.request
         token_request = httpx.Request(
             request.method, request.url, headers=list(request.headers), content=request.body
         )
-        if user_request is not None and "timeout" in user_request.extensions:
-            token_request.extensions["timeout"] = user_request.extensions["timeout"]
+        connect, read = self._timeout
+        mine = {"connect": connect, "read": read, "write": read, "pool": connect}
+        theirs = user_request.extensions.get("timeout") if user_request is not None else None
+        limits = theirs if isinstance(theirs, dict) else mine
+        token_request.extensions["timeout"] = {
+            phase: send.timeout if limits.get(phase) is None else min(limits[phase], send.timeout)
+            for phase in mine
+        }
+        user_trace = user_request.extensions.get("trace") if user_request is not None else None
+        tracer = _AsyncTrace if asynchronous else _Trace
+        token_request.extensions["trace"] = tracer(user_trace)
         return token_request
 
-    async def _asend_httpx(self, client: httpx.AsyncClient, request: TokenRequest) -> RawResponse:
+    async def _asend_httpx(self, client: httpx.AsyncClient, send: Send) -> RawResponse:
+        url = send.request.url
         try:
-            response = await client.send(self._to_httpx(request, None), stream=True)
+            request = self._to_httpx(send, None, asynchronous=True)
+            response = await client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise _unreachable(request.url, exc) from None
+            raise _unreachable(url, exc) from None
         try:
-            body = await _aread_httpx(response, request.url)
+            body = await _aread_httpx(response, url)
         except httpx.TransportError as exc:
-            raise _unreachable(request.url, exc) from None
+            raise _unreachable(url, exc) from None
         finally:
             await response.aclose()
         return RawResponse(response.status_code, response.headers, body)
@@ -629,18 +862,21 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         url = self._settings.token_url
         try:
             item = next(driver)
-            while isinstance(item, TokenRequest):
+            while isinstance(item, Send):
+                token_request = self._to_httpx(item, user_request)
                 try:
-                    response = yield self._to_httpx(item, user_request)
+                    response = yield token_request
                 except GeneratorExit as exit_:
-                    error = _closed_by(exit_, self.dialect, url, self._manager.clock())
+                    now = self._manager.clock()
+                    error = _closed_by(exit_, token_request, self.dialect, url, now)
                     if error is None:
                         raise
+                    cause = _closing_cause(exit_, token_request)
                     try:
-                        driver.throw(error)  # the flow records the failure
+                        driver.throw(CannotRetry(error))  # the flow records the failure
                     except TokenError as final:
-                        raise final from exit_.__context__
-                    raise error from exit_.__context__
+                        raise final from cause
+                    raise error from cause
                 try:
                     raw = RawResponse(
                         response.status_code, response.headers, _read_httpx(response, url)
@@ -652,6 +888,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
                     item = driver.send(raw)
         finally:
             driver.close()
+        assert isinstance(item, Token)
         return item
 
     def sync_auth_flow(
@@ -665,7 +902,12 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             token = yield from self._httpx_token(request, None)
         request.headers["Authorization"] = token.authorization
         response = yield request
-        if response.status_code != 401 or not self.replay_on_401 or not _httpx_replayable(request):
+        if (
+            response.status_code != 401
+            or not self.replay_on_401
+            or not _answered(response, token)
+            or not _httpx_replayable(request)
+        ):
             return
         response.read()  # frees its connection while we wait for a token
         renewed = yield from self._httpx_token(request, token.access_token)
@@ -683,18 +925,21 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         url = self._settings.token_url
         try:
             item = await driver.asend(None)
-            while isinstance(item, TokenRequest):
+            while isinstance(item, Send):
+                token_request = self._to_httpx(item, user_request, asynchronous=True)
                 try:
-                    response = yield self._to_httpx(item, user_request)
+                    response = yield token_request
                 except GeneratorExit as exit_:
-                    error = _closed_by(exit_, self.dialect, url, self._manager.clock())
+                    now = self._manager.clock()
+                    error = _closed_by(exit_, token_request, self.dialect, url, now)
                     if error is None:
                         raise
+                    cause = _closing_cause(exit_, token_request)
                     try:
-                        await driver.athrow(error)  # the flow records the failure
+                        await driver.athrow(CannotRetry(error))  # the flow records the failure
                     except TokenError as final:
-                        raise final from exit_.__context__
-                    raise error from exit_.__context__
+                        raise final from cause
+                    raise error from cause
                 assert response is not None
                 try:
                     raw = RawResponse(
@@ -707,6 +952,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
                     item = await driver.asend(raw)
         finally:
             await driver.aclose()
+        assert isinstance(item, Token)
         yield item
 
     async def async_auth_flow(
@@ -734,6 +980,8 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
             request.headers["Authorization"] = token.authorization
             response = yield request
             if response.status_code != 401 or not self.replay_on_401 or stale is not None:
+                return
+            if not _answered(response, token):
                 return
             if not _httpx_replayable(request):
                 return

@@ -13,6 +13,7 @@ import base64
 import email.utils
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast, get_args
@@ -43,6 +44,8 @@ __all__ = [
 
 MAX_BODY_BYTES = 1024 * 1024
 """Token responses are read up to this size; the rest is ignored."""
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+"""Visible ASCII: what an access token may hold to be sent as ``Bearer <token>``."""
 
 AuthMethod = Literal[
     "client_secret_basic",
@@ -346,10 +349,17 @@ def parse_response(
         raise _rejected(dialect, url, status, payload)
     access_token = payload.get("access_token")
     if not isinstance(access_token, str) or not access_token.strip():
-        present = ", ".join(sorted(str(k)[:30] for k in payload)[:10]) or "none"
+        present = ", ".join(sorted(excerpt(str(k), 30) for k in payload)[:10]) or "none"
         raise InvalidTokenResponseError(
             f"The token endpoint {url} answered without an access_token (fields present:"
             f" {present}). Check token_url and that this provider is the right one.",
+            token_url=url,
+        )
+    if not _HEADER_SAFE.fullmatch(access_token.strip()):
+        raise InvalidTokenResponseError(
+            f"The token endpoint {url} issued an access token with characters that cannot be"
+            " sent in an Authorization header (spaces, control or non-ASCII characters)."
+            " Check token_url and that this provider is the right one.",
             token_url=url,
         )
     token_type = payload.get("token_type", "Bearer")
@@ -370,7 +380,7 @@ def parse_response(
     refresh_in = payload.get("refresh_expires_in")
     refresh_expires_at = None
     if isinstance(refresh_in, int | float) and not isinstance(refresh_in, bool) and refresh_in > 0:
-        refresh_expires_at = now + min(float(refresh_in), 7 * 24 * 3600.0)
+        refresh_expires_at = now + min(refresh_in, 7 * 24 * 3600.0)
     scope = payload.get("scope")
     return Token(
         access_token=access_token.strip(),

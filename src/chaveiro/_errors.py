@@ -22,6 +22,8 @@ scrubbed of anything that looks like a token.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import TypeVar
 
 __all__ = [
     "ChaveiroError",
@@ -36,13 +38,20 @@ __all__ = [
     "TokenEndpointUnreachableError",
     "TokenError",
     "excerpt",
+    "redact",
 ]
 
+_E = TypeVar("_E", bound=BaseException)
 _EXCERPT_CHARS = 200
 _TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 _SPACES = re.compile(r"\s+")
-# Long base64url-ish runs (JWTs, opaque tokens) are never shown, even in excerpts.
-_TOKENISH = re.compile(r"[A-Za-z0-9_\-\.~+/=]{32,}")
+# Token-looking runs are never shown, even in excerpts: 32+ base64-ish characters
+# (JWTs, long opaque tokens), or 20+ base64url characters mixing letters and digits
+# (short opaque tokens such as RFC 6749's "2YotnFZFEjr1zCsicMWpAA"; not words).
+_TOKENISH = re.compile(
+    r"[A-Za-z0-9_\-\.~+/=]{32,}"
+    r"|(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{20,}"
+)
 
 
 def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
@@ -54,6 +63,33 @@ def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
         text = title.group(1) if title else _TAGS.sub(" ", text)
     text = _TOKENISH.sub("[redacted]", _SPACES.sub(" ", text).strip())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_REDACTED = "[redacted]"
+
+
+def redact(error: _E, secrets: Iterable[str]) -> _E:
+    """Remove every occurrence of ``secrets`` from ``error``'s message and text fields.
+
+    The provider's own words (an ``error_description``, a body excerpt) are shown
+    to the user; a provider that echoes the client secret must not make us leak it.
+    The error is changed in place and returned.
+    """
+    wanted = [s for s in secrets if s]
+    if not wanted:
+        return error
+
+    def clean(text: str) -> str:
+        for secret in wanted:
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    error.args = tuple(clean(a) if isinstance(a, str) else a for a in error.args)
+    for name in ("error", "error_description", "error_uri", "body_excerpt"):
+        value = getattr(error, name, None)
+        if isinstance(value, str):
+            setattr(error, name, clean(value))
+    return error
 
 
 class ChaveiroError(Exception):
@@ -141,15 +177,23 @@ class TokenEndpointError(TokenError):
         status_code: int = 0,
         retry_after: float | None = None,
         body_excerpt: str = "",
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message, token_url=token_url)
         self.status_code = status_code
         self.retry_after = retry_after
         self.body_excerpt = body_excerpt
+        self._retryable = retryable
 
     @property
     def retryable(self) -> bool:
-        """True for network failures, 5xx and 429: worth asking again later."""
+        """True for network failures, 5xx and 429: worth asking again later.
+
+        A failure that asking again cannot fix (a certificate that does not
+        verify) is not retryable even without an HTTP status.
+        """
+        if self._retryable is not None:
+            return self._retryable
         return self.status_code in {0, 429} or self.status_code >= 500
 
 

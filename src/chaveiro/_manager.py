@@ -13,6 +13,12 @@ using the current token while it is still valid. The flight carries a failure
 as well as a token, and a failed renewal starts a cool-down during which callers
 get that failure at once instead of asking the provider again. The slot's lock
 guards a few field reads and writes only; it is never held across I/O.
+
+Retries, backoff and cool-downs are decided here too, by :class:`Policy`: a
+pause is a :class:`Sleep` step like any other, so the same rules serve threads,
+asyncio and trio. When a caller can renew a still-valid token in the background
+(a thread of its own, say), the flow yields :class:`Detach` first: the caller
+goes on at once with the current token and the rest of the flow runs elsewhere.
 """
 
 from __future__ import annotations
@@ -36,20 +42,28 @@ import sniffio
 
 from chaveiro._caches import TokenCache
 from chaveiro._dialect import ClientSettings, Dialect, TokenRequest, build_request, parse_response
-from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError
+from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
 from chaveiro._token import Clock, Identity, Token
 
 __all__ = [
+    "RENEWAL_THREAD",
+    "CannotRetry",
+    "Detach",
     "Flight",
     "Policy",
     "RawResponse",
+    "Send",
     "Stats",
     "TokenManager",
     "run_async",
     "run_sync",
+    "wait_for_renewals",
 ]
 
 logger = logging.getLogger("chaveiro")
+
+MIN_ATTEMPT_TIME = 0.5
+"""A retry is made only if at least this many seconds of the deadline are left for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +83,11 @@ class Policy:
     attempts: int = 3
     """Tries per renewal for network errors, 5xx and 429."""
     deadline: float = 20.0
-    """Upper bound, in seconds, on one renewal including its retries."""
+    """Upper bound, in seconds, on one renewal including its retries and pauses.
+
+    Every attempt's timeout is cut to what is left of it."""
+    wait_timeout: float | None = None
+    """How long a caller waits for another caller's fetch; ``None``: ``deadline + 5``."""
     backoff: float = 0.5
     backoff_cap: float = 5.0
     cooldown: float = 1.0
@@ -222,8 +240,27 @@ def _slot_for(cache: TokenCache, key: str) -> _Slot:
         return slot
 
 
+RENEWAL_THREAD = "chaveiro-renewal"
+"""The name of the daemon threads that renew still-valid tokens in the background."""
+
+
+def wait_for_renewals(timeout: float = 30.0) -> bool:
+    """Wait for background renewals in progress; False if one is still running after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == RENEWAL_THREAD and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+    return True
+
+
 def reset_state() -> None:
-    """Forget every token, flight and cool-down held in this process (for tests)."""
+    """Forget every token, flight and cool-down held in this process (for tests).
+
+    Background renewals finish first, so none can bring a token back afterwards.
+    """
+    wait_for_renewals()
     with _registry_lock:
         for slots in _registry.values():
             for slot in slots.values():
@@ -252,7 +289,35 @@ if hasattr(os, "register_at_fork"):
 
 @dataclass(frozen=True, slots=True)
 class Send:
+    """Send ``request``; give up on it after ``timeout`` seconds (what is left of the deadline).
+
+    Reply with the :class:`RawResponse`, or throw a :class:`TokenError` in;
+    throw :class:`CannotRetry` when the caller cannot send again in this call.
+    """
+
     request: TokenRequest
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Detach:
+    """Give ``token`` to the caller now; run the rest of this flow in the background."""
+
+    token: Token
+
+
+class CannotRetry(Exception):  # noqa: N818 - a signal into the flow, not an error for users
+    """Thrown into a flow at a :class:`Send`: it failed, and this caller cannot send again.
+
+    With httpx the token request travels through the user's client; when it
+    fails without an answer the client ends the whole call. The flow records
+    the failure (and starts the cool-down) instead of pausing for a retry that
+    would never be sent; the next call after the cool-down tries again.
+    """
+
+    def __init__(self, error: TokenError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +348,7 @@ class CacheLock:
     timeout: float
 
 
-Step: TypeAlias = Send | Sleep | Wait | CacheGet | CacheSet | CacheLock
+Step: TypeAlias = Send | Detach | Sleep | Wait | CacheGet | CacheSet | CacheLock
 Flow: TypeAlias = Generator[Step, Any, Token]
 
 
@@ -326,6 +391,8 @@ class TokenManager:
     @property
     def wait_timeout(self) -> float:
         """How long a caller waits for another caller's fetch before giving up."""
+        if self.policy.wait_timeout is not None:
+            return self.policy.wait_timeout
         return self.policy.deadline + 5.0
 
     def fresh_token(self) -> Token | None:
@@ -343,8 +410,12 @@ class TokenManager:
             return token
         return None
 
-    def flow(self, stale: str | None = None) -> Flow:
-        """Obtain a usable token; ``stale`` is an access token that an API just refused."""
+    def flow(self, stale: str | None = None, *, background: bool = False) -> Flow:
+        """Obtain a usable token; ``stale`` is an access token that an API just refused.
+
+        With ``background``, a caller that must renew a token that is still valid
+        gets :class:`Detach` first and does not wait for the renewal.
+        """
         slot = self.slot
         while True:
             now = self.clock()
@@ -373,12 +444,14 @@ class TokenManager:
                     return flight.token
                 if not flight.wait(0):
                     raise TokenEndpointError(
-                        f"Gave up after {self.wait_timeout:.0f} s waiting for another caller's"
+                        f"Gave up after {self.wait_timeout:g} s waiting for another caller's"
                         f" token request to {self.settings.token_url}. The token endpoint is"
-                        " too slow: check it, or raise the deadline.",
+                        " too slow: check it, or raise wait_timeout.",
                         token_url=self.settings.token_url,
                     )
                 continue  # the leader gave up without a result: try again
+            if background and usable is not None:
+                yield Detach(usable)
             return (yield from self._lead(flight, slot, previous, usable, stale))
 
     def _lead(
@@ -492,8 +565,10 @@ class TokenManager:
         while True:
             now = self.clock()
             request = build_request(self.dialect, settings, now, refresh_token=refresh)
+            left = policy.deadline - (now - started)
             try:
-                raw: RawResponse = yield Send(request)
+                raw: RawResponse = yield Send(request, max(left, 0.05))
+                raw = self._scrubbed(raw, refresh)
                 token = parse_response(
                     self.dialect,
                     settings.token_url,
@@ -502,26 +577,25 @@ class TokenManager:
                     raw.body,
                     now,  # lifetimes count from when the request left: conservative
                 )
-            except CredentialsRejectedError as exc:
-                if refresh is not None:
-                    logger.info("refresh token refused (%s); using client credentials", exc.error)
+            except CannotRetry as exc:
+                raise self._redacted(exc.error, refresh) from None
+            except TokenError as exc:
+                error = self._redacted(exc, refresh)
+                if isinstance(error, CredentialsRejectedError) and refresh is not None:
+                    logger.info("refresh token refused (%s); using client credentials", error.error)
                     refresh = None
                     continue
-                raise
-            except TokenEndpointError as exc:
+                if not isinstance(error, TokenEndpointError) or not error.retryable:
+                    raise
                 attempt += 1
-                delay = policy.backoff_delay(attempt - 1, exc.retry_after)
+                delay = policy.backoff_delay(attempt - 1, error.retry_after)
                 spent = self.clock() - started
-                if (
-                    not exc.retryable
-                    or attempt >= policy.attempts
-                    or spent + delay > policy.deadline
-                ):
+                if attempt >= policy.attempts or spent + delay + MIN_ATTEMPT_TIME > policy.deadline:
                     raise
                 logger.info(
                     "token request to %s failed (%s); retry %d in %.2f s",
                     settings.token_url,
-                    exc.status_code or "no answer",
+                    error.status_code or "no answer",
                     attempt,
                     delay,
                 )
@@ -529,6 +603,25 @@ class TokenManager:
                 continue
             self._log_fetch(token, previous, refreshed=refresh is not None)
             return token
+
+    def _scrubbed(self, raw: RawResponse, refresh: str | None) -> RawResponse:
+        """``raw`` with the secrets we sent cut out, before any excerpt can cut one in half."""
+        secrets = [s.encode() for s in (self.settings.client_secret, refresh) if s]
+        texts = [raw.body, *(v.encode("utf-8", "replace") for v in raw.headers.values())]
+        if not any(secret in text for secret in secrets for text in texts):
+            return raw
+        # A placeholder in the token alphabet: a token around it still reads as one
+        # token, and the excerpt hides it whole.
+        body, headers = raw.body, dict(raw.headers)
+        for secret in secrets:
+            body = body.replace(secret, b"REDACTED")
+            text = secret.decode()
+            headers = {k: v.replace(text, "REDACTED") for k, v in headers.items()}
+        return RawResponse(raw.status, headers, body)
+
+    def _redacted(self, error: TokenError, refresh: str | None) -> TokenError:
+        """``error`` without the secrets we sent, should the provider have echoed them."""
+        return redact(error, (self.settings.client_secret or "", refresh or ""))
 
     def _log_fetch(self, token: Token, held: Token | None, *, refreshed: bool) -> None:
         stats = self.slot.stats
@@ -587,11 +680,13 @@ async def _acache_step(cache: TokenCache, step: Step, held_locks: AsyncExitStack
         return None
 
 
-def run_sync(flow: Flow, cache: TokenCache) -> Generator[TokenRequest | Token, Any, None]:
+def run_sync(flow: Flow, cache: TokenCache) -> Generator[Send | Detach | Token, Any, None]:
     """Carry out a flow's steps with blocking calls; sends are yielded to the caller.
 
-    The last item yielded is the token. Exceptions thrown in at a yielded token
-    request go to the flow, which decides what they mean.
+    The last item yielded is the token. Exceptions thrown in at a yielded
+    :class:`Send` go to the flow, which decides what they mean. A :class:`Detach`
+    is yielded too: the caller takes its token and carries on driving this
+    generator elsewhere (another thread), or at once if it cannot.
     """
     with ExitStack() as held_locks:
         try:
@@ -605,9 +700,9 @@ def run_sync(flow: Flow, cache: TokenCache) -> Generator[TokenRequest | Token, A
                     yield stop.value
                     return
                 reply, error = None, None
-                if isinstance(step, Send):
+                if isinstance(step, Send | Detach):
                     try:
-                        reply = yield step.request
+                        reply = yield step
                     except Exception as exc:  # noqa: BLE001 - handed to the flow
                         error = exc
                 elif isinstance(step, Wait):
@@ -620,7 +715,7 @@ def run_sync(flow: Flow, cache: TokenCache) -> Generator[TokenRequest | Token, A
             flow.close()
 
 
-async def run_async(flow: Flow, cache: TokenCache) -> AsyncGenerator[TokenRequest | Token, Any]:
+async def run_async(flow: Flow, cache: TokenCache) -> AsyncGenerator[Send | Detach | Token, Any]:
     """The same as :func:`run_sync`, awaiting instead of blocking (asyncio or trio)."""
     async with AsyncExitStack() as held_locks:
         try:
@@ -634,9 +729,9 @@ async def run_async(flow: Flow, cache: TokenCache) -> AsyncGenerator[TokenReques
                     yield stop.value
                     return
                 reply, error = None, None
-                if isinstance(step, Send):
+                if isinstance(step, Send | Detach):
                     try:
-                        reply = yield step.request
+                        reply = yield step
                     except Exception as exc:  # noqa: BLE001 - handed to the flow
                         error = exc
                 elif isinstance(step, Wait):

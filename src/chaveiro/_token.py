@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from chaveiro._errors import excerpt
+
 __all__ = [
     "DEFAULT_LEEWAY",
     "DEFAULT_LIFETIME",
@@ -241,7 +243,10 @@ def _as_seconds(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            return None
     elif isinstance(value, str) and len(value) < 40:
         try:
             number = float(value.strip())
@@ -250,6 +255,11 @@ def _as_seconds(value: object) -> float | None:
     else:
         return None
     return number if math.isfinite(number) else None
+
+
+def _shown(raw: object) -> str:
+    """A provider's value, short and token-free, for a log message."""
+    return excerpt(repr(raw)[:400], 40)
 
 
 def choose_expiry(
@@ -279,13 +289,13 @@ def choose_expiry(
         candidates.append(("the JWT exp claim", claims["exp"], exp))
     for source, raw, expires_at in candidates:
         if expires_at is None or expires_at <= now:
-            logger.warning("ignoring %s=%.40r: not a time in the future", source, raw)
+            logger.warning("ignoring %s=%s: not a time in the future", source, _shown(raw))
             continue
         if expires_at - now > MAX_LIFETIME:
             logger.warning(
-                "%s=%.40r is implausibly far away; treating the token as valid for %d s",
+                "%s=%s is implausibly far away; treating the token as valid for %d s",
                 source,
-                raw,
+                _shown(raw),
                 MAX_LIFETIME,
             )
             return now + MAX_LIFETIME

@@ -79,3 +79,32 @@ async def shared_caches_async(cache: TokenCache, token: Token) -> None:
     async with cache.alock("key", 5.0) as held:
         got: bool = held
         del got, found
+
+
+def resilience_knobs() -> None:
+    session = requests.Session()
+    session.verify = "private-ca.pem"
+    auth = ClientCredentialsAuth(
+        "https://idp.example.com/token",
+        "id",
+        "secret",
+        session=session,
+        timeout=(3.0, 10.0),
+        max_attempts=4,
+        deadline=15.0,
+        wait_timeout=20.0,
+        only_hosts=["api.example.com", "*.example.org"],
+    )
+    transport = httpx.HTTPTransport(retries=2)
+    with httpx.Client(auth=auth, transport=transport, timeout=5.0) as client:
+        client.get("https://api.example.com/")
+    retry_after: float | None = chaveiro.TokenEndpointError("x").retry_after
+    retryable: bool = chaveiro.TokenEndpointError("x").retryable
+    del retry_after, retryable
+
+
+async def aget_token_with_a_client() -> None:
+    auth = ClientCredentialsAuth("https://idp.example.com/token", "id", "secret", timeout=5.0)
+    async with httpx.AsyncClient(verify=True) as client:
+        token = await auth.aget_token(client=client)
+    del token
