@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -117,3 +118,86 @@ def test_pytest_plugin_in_a_throwaway_project(tmp_path: Path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+def token_env(server: FakeTokenServer, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIDADAO_", "OAUTH_"))}
+    env.update(
+        CIDADAO_CLIENT_ID=CLIENT_ID,
+        CIDADAO_CLIENT_SECRET=CLIENT_SECRET,
+        CIDADAO_SCOPE="read",
+        CIDADAO_TOKEN_URL=server.cidadao_token_url,
+        XDG_CACHE_HOME=str(tmp_path / "xdg"),
+    )
+    return env
+
+
+def test_token_prints_the_token_and_reuses_it_across_runs(server: FakeTokenServer, tmp_path: Path):
+    """token prints the access token; a second run reads it from the file cache."""
+    env = token_env(server, tmp_path)
+    first = chaveiro("token", "cidadao", env=env)
+    second = chaveiro("token", "cidadao", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() in server.issued_tokens
+    assert second.stdout == first.stdout
+    assert server.token_requests == 1
+    assert CLIENT_SECRET not in first.stdout + first.stderr
+
+
+def test_token_json_and_header(server: FakeTokenServer, tmp_path: Path):
+    """--json prints metadata without the secret; --header prints the Authorization line."""
+    env = token_env(server, tmp_path)
+    result = chaveiro("token", "cidadao", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert set(summary) == {"token_type", "expires_at", "expires_in", "scope"}
+    assert summary["token_type"] == "Bearer"
+    assert 3500 < summary["expires_in"] <= 3600
+    assert summary["scope"] == "read"
+    header = chaveiro("token", "cidadao", "--header", env=env)
+    assert header.stdout.startswith("Authorization: Bearer ")
+    assert CLIENT_SECRET not in result.stdout + header.stdout
+
+
+def test_token_missing_variable_exits_2(server: FakeTokenServer, tmp_path: Path):
+    """A missing variable is named on stderr, with exit status 2."""
+    env = token_env(server, tmp_path)
+    del env["CIDADAO_CLIENT_SECRET"]
+    result = chaveiro("token", "cidadao", env=env)
+    assert result.returncode == 2
+    assert "CIDADAO_CLIENT_SECRET" in result.stderr
+    assert result.stdout == ""
+
+
+def test_token_rejected_credentials_exit_1(server: FakeTokenServer, tmp_path: Path):
+    """Rejected credentials: exit status 1, the provider's error on stderr, no secret shown."""
+    env = token_env(server, tmp_path)
+    env["CIDADAO_CLIENT_SECRET"] = "wrong-secret-value"
+    result = chaveiro("token", "cidadao", "--no-cache", env=env)
+    assert result.returncode == 1
+    assert "invalid_client" in result.stderr
+    assert "wrong-secret-value" not in result.stderr
+
+
+def test_token_generic_oauth_with_options(server: FakeTokenServer, tmp_path: Path):
+    """The oauth provider takes --token-url and --scope on top of OAUTH_* variables."""
+    env = token_env(server, tmp_path)
+    env.update(OAUTH_CLIENT_ID=CLIENT_ID, OAUTH_CLIENT_SECRET=CLIENT_SECRET)
+    result = chaveiro(
+        "token",
+        "oauth",
+        "--token-url",
+        server.oauth_token_url,
+        "--scope",
+        "a b",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert server.token_request_log[-1].fields["scope"] == "a b"
+
+
+def test_token_unknown_provider_is_a_usage_error():
+    """An unknown provider name is a usage error (exit 2)."""
+    assert chaveiro("token", "nope").returncode == 2

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -47,6 +48,54 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    from chaveiro._auth import ClientCredentialsAuth  # noqa: PLC0415
+    from chaveiro._caches import FileCache, MemoryCache  # noqa: PLC0415
+    from chaveiro._errors import ChaveiroError, ConfigurationError  # noqa: PLC0415
+    from chaveiro._manager import wait_for_renewals  # noqa: PLC0415
+    from chaveiro.providers import PROVIDERS  # noqa: PLC0415
+
+    provider = PROVIDERS.get(args.provider, ClientCredentialsAuth)
+    options: dict[str, Any] = {
+        "cache": MemoryCache() if args.no_cache else FileCache(args.cache_dir),
+    }
+    for name in ("token_url", "scope"):
+        value = getattr(args, name)
+        if value is not None:
+            options[name] = value
+    if args.allow_insecure_http:
+        options["allow_insecure_http"] = True
+    try:
+        auth = provider.from_env(**options)
+        token = auth.get_token()
+    except ConfigurationError as exc:
+        print(f"chaveiro token: {exc}", file=sys.stderr)
+        return 2
+    except TypeError:
+        print(f"chaveiro token: {args.provider} does not take --scope.", file=sys.stderr)
+        return 2
+    except ChaveiroError as exc:
+        print(f"chaveiro token: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        wait_for_renewals(15.0)  # a renewal started in the background lands in the cache
+    if args.json:
+        summary = {
+            "token_type": token.token_type,
+            "expires_at": datetime.fromtimestamp(token.expires_at, tz=timezone.utc).isoformat(),
+            "expires_in": max(0, int(token.expires_at - time.time())),
+            "scope": token.scope,
+        }
+        print(json.dumps(summary))
+    elif args.header:
+        print(f"Authorization: {token.authorization}")
+    else:
+        print(token.access_token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chaveiro",
@@ -64,6 +113,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--lifetime", type=float, default=3.0, help="token lifetime in seconds")
     demo.set_defaults(handler=_demo)
+    token = commands.add_parser(
+        "token",
+        help="print an access token for shell use",
+        description="Print an access token, reading the same environment variables as"
+        " from_env(). Tokens are kept in the user cache directory (FileCache), so calling"
+        " this in a loop does not ask the provider for a new token each time. Exit status:"
+        " 0 ok, 1 the provider refused or failed, 2 usage or configuration error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="providers and their variables:\n"
+        "  stackspot      STACKSPOT_CLIENT_ID, STACKSPOT_CLIENT_KEY, STACKSPOT_REALM\n"
+        "  cidadao        CIDADAO_CLIENT_ID, CIDADAO_CLIENT_SECRET, CIDADAO_SCOPE\n"
+        "  bitize         BITIZE_CONSUMER_KEY, BITIZE_SECRET_KEY\n"
+        "  scorepositivo  SCOREPOSITIVO_CLIENT_ID, SCOREPOSITIVO_CLIENT_SECRET\n"
+        "  oauth          OAUTH_TOKEN_URL, OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_SCOPE\n"
+        "  (each also reads <PREFIX>_TOKEN_URL)\n\n"
+        "examples:\n"
+        '  curl -H "Authorization: Bearer $(chaveiro token cidadao)" https://api.es.gov.br/...\n'
+        '  curl -H "$(chaveiro token stackspot --header)" https://...\n'
+        "  chaveiro token bitize --json",
+    )
+    token.add_argument(
+        "provider",
+        metavar="PROVIDER",
+        choices=["stackspot", "cidadao", "bitize", "scorepositivo", "oauth"],
+        help="stackspot, cidadao, bitize, scorepositivo or oauth (any RFC 6749 server)",
+    )
+    token.add_argument("--token-url", help="token endpoint URL (overrides <PREFIX>_TOKEN_URL)")
+    token.add_argument("--scope", help="scope(s), space-separated (overrides <PREFIX>_SCOPE)")
+    output = token.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json", action="store_true", help="print token_type, expires_at, expires_in, scope"
+    )
+    output.add_argument("--header", action="store_true", help="print the Authorization line")
+    token.add_argument("--cache-dir", help="directory of the token cache (default: user cache)")
+    token.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    token.add_argument(
+        "--allow-insecure-http", action="store_true", help="allow a plain-HTTP token URL"
+    )
+    token.set_defaults(handler=_token)
     inspect = commands.add_parser(
         "inspect",
         help="decode a JWT access token (without verifying it)",
