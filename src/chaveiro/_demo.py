@@ -9,6 +9,7 @@ import httpx
 import requests
 
 from chaveiro._auth import ClientCredentialsAuth
+from chaveiro.providers import BitizeAuth, CidadaoAuth, ScorePositivoAuth, StackSpotAuth
 from chaveiro.testing import FakeTokenServer
 
 __all__ = ["run"]
@@ -19,6 +20,40 @@ _DEMO_SECRET = "demo-secret-not-real"
 
 def _row(step: str, what: str, server: FakeTokenServer) -> None:
     print(f"  {step:<34} {what:<34} token requests so far: {server.token_requests}")
+
+
+def _providers(server: FakeTokenServer) -> None:
+    adapters: list[tuple[str, ClientCredentialsAuth]] = [
+        (
+            "StackSpot",
+            StackSpotAuth(_DEMO_ID, _DEMO_SECRET, token_url=server.stackspot_token_url("demo")),
+        ),
+        (
+            "Acesso Cidadão",
+            CidadaoAuth(_DEMO_ID, _DEMO_SECRET, "demo.read", token_url=server.cidadao_token_url),
+        ),
+        ("Bitize", BitizeAuth(_DEMO_ID, _DEMO_SECRET, token_url=server.bitize_token_url)),
+        (
+            "Score Positivo",
+            ScorePositivoAuth(_DEMO_ID, _DEMO_SECRET, token_url=server.scorepositivo_token_url),
+        ),
+    ]
+    api = server.api_url("/api/report")
+    print(f"  {'provider':<16}{'calls':>6}{'401 replays':>13}{'token requests':>16}")
+    for name, auth in adapters:
+        before = server.token_requests
+        session = requests.Session()
+        session.auth = auth
+        codes = [session.get(api).status_code for _ in range(10)]
+        server.revoke_all()
+        with httpx.Client(auth=auth) as client:
+            codes += [client.get(api).status_code for _ in range(10)]
+        ok = "all 200" if set(codes) == {200} else f"{codes.count(200)} x 200"
+        print(
+            f"  {name:<16}{len(codes):>6}{auth.stats.replayed:>13}"
+            f"{server.token_requests - before:>16}   {ok}"
+        )
+    print("  (StackSpot first tries its refresh token, which the revocation also killed)")
 
 
 def run(*, lifetime: float = 3.0) -> int:
@@ -64,6 +99,8 @@ def run(*, lifetime: float = 3.0) -> int:
 
         codes = asyncio.run(burst())
         _row("200 tasks, revoked token", f"{codes.count(200)} x HTTP 200", server)
+        print("\nevery provider adapter, requests then httpx (same auth object)")
+        _providers(server)
         stats = auth.stats
         print(
             f"\n{server.api_requests} API calls, {server.token_requests} token requests"
