@@ -99,6 +99,14 @@ def test_pytest_plugin_in_a_throwaway_project(tmp_path: Path):
                     assert response.status_code == 200
                 assert fake_token_server.token_requests == 1
 
+            def test_every_adapter_from_env(fake_provider_env):
+                from chaveiro.providers import PROVIDERS
+                for adapter in PROVIDERS.values():
+                    auth = adapter.from_env()
+                    url = fake_provider_env.api_url()
+                    assert requests.get(url, auth=auth, timeout=5).status_code == 200
+                assert fake_provider_env.token_requests == 4
+
             def test_tokens_do_not_leak_between_tests(fake_token_server):
                 auth = ClientCredentialsAuth(
                     fake_token_server.oauth_token_url, TEST_CLIENT_ID, TEST_CLIENT_SECRET
@@ -117,7 +125,7 @@ def test_pytest_plugin_in_a_throwaway_project(tmp_path: Path):
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "3 passed" in result.stdout
 
 
 def token_env(server: FakeTokenServer, tmp_path: Path) -> dict[str, str]:

@@ -3,6 +3,9 @@
 - ``fake_token_server``: a running :class:`FakeTokenServer` with one registered client,
   ``TEST_CLIENT_ID`` / ``TEST_CLIENT_SECRET``; chaveiro's in-process tokens are forgotten
   before and after the test, so tests do not leak tokens into each other.
+- ``fake_provider_env``: ``fake_token_server`` plus every provider's environment
+  variables pointing at it, so ``CidadaoAuth.from_env()`` (and the others) in the
+  code under test talk to the fake server unchanged.
 - ``chaveiro_reset``: only the forgetting part, for tests that build their own server.
 """
 
@@ -15,7 +18,13 @@ import pytest
 from chaveiro.testing._server import FakeTokenServer
 from chaveiro.testing._state import reset
 
-__all__ = ["TEST_CLIENT_ID", "TEST_CLIENT_SECRET", "chaveiro_reset", "fake_token_server"]
+__all__ = [
+    "TEST_CLIENT_ID",
+    "TEST_CLIENT_SECRET",
+    "chaveiro_reset",
+    "fake_provider_env",
+    "fake_token_server",
+]
 
 TEST_CLIENT_ID = "test-client"
 TEST_CLIENT_SECRET = "test-secret-0123456789"
@@ -35,3 +44,33 @@ def fake_token_server(chaveiro_reset: None) -> Iterator[FakeTokenServer]:
     with FakeTokenServer() as server:
         server.add_client(TEST_CLIENT_ID, TEST_CLIENT_SECRET)
         yield server
+
+
+@pytest.fixture
+def fake_provider_env(
+    fake_token_server: FakeTokenServer, monkeypatch: pytest.MonkeyPatch
+) -> FakeTokenServer:
+    """``fake_token_server``, with every provider's ``*_`` variables set to reach it."""
+    server = fake_token_server
+    variables = {
+        "STACKSPOT_CLIENT_ID": TEST_CLIENT_ID,
+        "STACKSPOT_CLIENT_KEY": TEST_CLIENT_SECRET,
+        "STACKSPOT_REALM": "test",
+        "STACKSPOT_TOKEN_URL": server.stackspot_token_url("test"),
+        "CIDADAO_CLIENT_ID": TEST_CLIENT_ID,
+        "CIDADAO_CLIENT_SECRET": TEST_CLIENT_SECRET,
+        "CIDADAO_SCOPE": "test.read",
+        "CIDADAO_TOKEN_URL": server.cidadao_token_url,
+        "BITIZE_CONSUMER_KEY": TEST_CLIENT_ID,
+        "BITIZE_SECRET_KEY": TEST_CLIENT_SECRET,
+        "BITIZE_TOKEN_URL": server.bitize_token_url,
+        "SCOREPOSITIVO_CLIENT_ID": TEST_CLIENT_ID,
+        "SCOREPOSITIVO_CLIENT_SECRET": TEST_CLIENT_SECRET,
+        "SCOREPOSITIVO_TOKEN_URL": server.scorepositivo_token_url,
+        "OAUTH_CLIENT_ID": TEST_CLIENT_ID,
+        "OAUTH_CLIENT_SECRET": TEST_CLIENT_SECRET,
+        "OAUTH_TOKEN_URL": server.oauth_token_url,
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return server
