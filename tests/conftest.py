@@ -25,6 +25,16 @@ def join_renewals() -> None:
     assert wait_for_renewals(), "a background renewal did not finish"
 
 
+class FakeClock:
+    """A wall clock the test moves by hand (``clock.now += 3600``)."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture(autouse=True)
 def _fresh_chaveiro_state() -> Iterator[None]:
     """Every test starts with an empty process-wide cache and no flights or cool-downs."""

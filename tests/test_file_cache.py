@@ -20,17 +20,9 @@ import requests
 from chaveiro import ClientCredentialsAuth, FileCache
 from chaveiro._token import Token
 from chaveiro.testing import FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock
 
 NOW = time.time()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _mode(path: Path) -> int:

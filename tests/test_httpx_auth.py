@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import anyio
 import httpx
@@ -16,6 +15,7 @@ from chaveiro import (
     TokenEndpointUnreachableError,
 )
 from chaveiro.testing import Failure, FakeTokenServer
+from tests.conftest import FakeClock
 
 
 class CountingTransport(httpx.BaseTransport):
@@ -31,14 +31,6 @@ class CountingTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_sync_client_reuses_one_token(server: FakeTokenServer, make_auth):

@@ -19,15 +19,7 @@ import requests
 from chaveiro import ConfigurationError, RedisCache
 from chaveiro._token import Token
 from chaveiro.testing import FakeTokenServer
-from tests.conftest import CLIENT_SECRET
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import CLIENT_SECRET, FakeClock
 
 
 @pytest.fixture

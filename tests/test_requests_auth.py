@@ -18,15 +18,7 @@ from chaveiro import (
     TokenEndpointUnreachableError,
 )
 from chaveiro.testing import Failure, FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, join_renewals
-
-
-class FakeClock:
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, join_renewals
 
 
 def test_thousand_requests_make_one_token_request(server: FakeTokenServer, make_auth):

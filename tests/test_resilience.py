@@ -34,15 +34,7 @@ from chaveiro._manager import (
 )
 from chaveiro._token import Identity
 from chaveiro.testing import Failure, FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, join_renewals
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, join_renewals
 
 
 def quick(auth: ClientCredentialsAuth) -> ClientCredentialsAuth:

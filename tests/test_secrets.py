@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
 import traceback
 from collections.abc import Callable
 from urllib.parse import quote_plus
@@ -16,15 +15,7 @@ import requests
 
 from chaveiro import ChaveiroError, ClientCredentialsAuth
 from chaveiro.testing import Failure, FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, assert_no_secrets
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, assert_no_secrets
 
 
 def _texts_of(error: BaseException) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,16 +18,6 @@ from chaveiro._manager import wait_for_renewals
 from chaveiro.testing import RecordedRequest
 
 CLIENTS = ("requests", "httpx", "httpx-asyncio", "httpx-trio")
-
-
-class FakeClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)

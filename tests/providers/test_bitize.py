@@ -18,8 +18,8 @@ from chaveiro._dialect import parse_response
 from chaveiro._token import DEFAULT_LIFETIME, jwt_claims
 from chaveiro.providers.bitize import DIALECT, OTHER_TOKEN_URL, TOKEN_URL, parse_expiry
 from chaveiro.testing import FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET
-from tests.providers.conftest import FakeClock, call, fields_of
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock
+from tests.providers.conftest import call, fields_of
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 

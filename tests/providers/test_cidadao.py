@@ -11,8 +11,8 @@ import requests
 from chaveiro import CidadaoAuth, CredentialsRejectedError, MissingSettingError
 from chaveiro.providers.cidadao import TOKEN_URL
 from chaveiro.testing import FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET
-from tests.providers.conftest import FakeClock, call
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock
+from tests.providers.conftest import call
 
 SCOPE = "api-sigefes api-acessocidadao"
 

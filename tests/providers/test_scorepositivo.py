@@ -8,8 +8,8 @@ import requests
 from chaveiro import CredentialsRejectedError, MissingSettingError, ScorePositivoAuth
 from chaveiro.providers.scorepositivo import TOKEN_URL
 from chaveiro.testing import FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET
-from tests.providers.conftest import FakeClock, call, fields_of
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock
+from tests.providers.conftest import call, fields_of
 
 
 def make(server: FakeTokenServer, **options: object) -> ScorePositivoAuth:

@@ -9,8 +9,8 @@ from chaveiro import CredentialsRejectedError, MissingSettingError, StackSpotAut
 from chaveiro._manager import wait_for_renewals
 from chaveiro.providers.stackspot import TOKEN_URL, token_url_for
 from chaveiro.testing import Failure, FakeTokenServer
-from tests.conftest import CLIENT_ID, CLIENT_SECRET
-from tests.providers.conftest import FakeClock, call
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock
+from tests.providers.conftest import call
 
 FORM = "application/x-www-form-urlencoded"
 
