@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from chaveiro import ClientCredentialsAuth
+from chaveiro._cli import ENV_PREFIXES
+from chaveiro.providers import PROVIDERS
 from chaveiro.testing import FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
@@ -209,3 +212,102 @@ def test_token_generic_oauth_with_options(server: FakeTokenServer, tmp_path: Pat
 def test_token_unknown_provider_is_a_usage_error():
     """An unknown provider name is a usage error (exit 2)."""
     assert chaveiro("token", "nope").returncode == 2
+
+
+# ---- the cached answer of chaveiro token: no authlib, no HTTP library ------------------------
+
+HEAVY = ("requests", "httpx", "httpcore", "urllib3", "h11", "authlib", "joserfc", "cryptography")
+_PROBE = """
+import json, sys
+from chaveiro._cli import main
+status = main(sys.argv[1:])
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.stdin.read())))
+print(json.dumps(heavy), file=sys.stderr)
+sys.exit(status)
+"""
+
+
+def probe_token(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], list]:
+    """Run ``chaveiro token ...`` in a fresh interpreter; also say which heavy modules it loaded."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, "token", *args],
+        input=json.dumps(HEAVY),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    return result, json.loads(result.stderr.strip().splitlines()[-1])
+
+
+def test_cached_token_is_answered_without_http_libraries(server: FakeTokenServer, tmp_path: Path):
+    """A fresh token in the file cache is printed without loading authlib or HTTP libraries."""
+    env = token_env(server, tmp_path)
+    first, loaded_first = probe_token("cidadao", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "requests" in loaded_first  # the first run asks the provider
+    for args in ((), ("--header",), ("--json",)):
+        again, loaded = probe_token("cidadao", *args, env=env)
+        assert again.returncode == 0, again.stderr
+        assert loaded == []
+    plain, _ = probe_token("cidadao", env=env)
+    assert plain.stdout == first.stdout
+    assert server.token_requests == 1
+
+
+def test_cached_answer_needs_the_same_inputs(server: FakeTokenServer, tmp_path: Path):
+    """Another scope, secret or option is another question: the provider is asked again."""
+    env = token_env(server, tmp_path)
+    first = chaveiro("token", "cidadao", env=env)
+    assert first.returncode == 0
+    other_scope = {**env, "CIDADAO_SCOPE": "write"}
+    result, loaded = probe_token("cidadao", env=other_scope)
+    assert result.returncode == 0, result.stderr
+    assert "requests" in loaded
+    assert server.token_requests == 2
+    assert server.token_request_log[-1].fields["scope"] == "write"
+    wrong_secret = {**env, "CIDADAO_CLIENT_SECRET": "not-the-secret-0123"}
+    refused = chaveiro("token", "cidadao", env=wrong_secret)
+    assert refused.returncode == 1  # never the token cached for the right secret
+    assert refused.stdout == ""
+    # Another option: the full path runs, and finds the token in the file cache itself.
+    with_option, loaded = probe_token("cidadao", "--allow-insecure-http", env=env)
+    assert "requests" in loaded
+    assert with_option.stdout == first.stdout
+    assert server.token_requests == 3
+
+
+def test_cached_answer_is_not_given_once_the_token_is_due(tmp_path: Path):
+    """A token due for renewal (the manager's own rule) is renewed, not printed from cache."""
+    with FakeTokenServer(lifetime=1.0) as server:
+        server.add_client(CLIENT_ID, CLIENT_SECRET)
+        env = token_env(server, tmp_path)
+        first = chaveiro("token", "cidadao", env=env)
+        assert first.returncode == 0, first.stderr
+        time.sleep(0.6)  # past half the lifetime: due for renewal
+        second, loaded = probe_token("cidadao", env=env)
+        assert second.returncode == 0, second.stderr
+        assert "requests" in loaded
+        assert second.stdout != first.stdout
+        assert server.token_requests == 2
+
+
+def test_shortcut_files_hold_no_secret(server: FakeTokenServer, tmp_path: Path):
+    """The shortcut beside the tokens names no secret and is private to the user."""
+    env = token_env(server, tmp_path)
+    token = chaveiro("token", "cidadao", env=env).stdout.strip()
+    notes = list((tmp_path / "xdg").rglob("*.note"))
+    assert len(notes) == 1
+    for note in notes:
+        text = note.read_text()
+        assert CLIENT_SECRET not in text + note.name
+        assert token not in text
+        assert note.stat().st_mode & 0o077 == 0
+    assert set(json.loads(notes[0].read_text())) == {"key", "leeway"}
+
+
+def test_env_prefixes_match_the_provider_classes():
+    """The fast path hashes the same variables that from_env() reads."""
+    classes = {**PROVIDERS, "oauth": ClientCredentialsAuth}
+    assert {name: cls.env_prefix for name, cls in classes.items()} == ENV_PREFIXES

@@ -9,25 +9,30 @@ the request replayed once when the API answers 401.
 
 from __future__ import annotations
 
-from chaveiro._auth import ClientCredentialsAuth
-from chaveiro._caches import FileCache, MemoryCache, TokenCache
-from chaveiro._errors import (
-    ChaveiroError,
-    ConfigurationError,
-    CredentialsRejectedError,
-    DiscoveryError,
-    InsecureURLError,
-    InvalidTokenResponseError,
-    IssuerUnreachableError,
-    MissingSettingError,
-    TokenEndpointError,
-    TokenEndpointUnreachableError,
-    TokenError,
-)
-from chaveiro._manager import Stats
-from chaveiro._redis import RedisCache
-from chaveiro._token import Token
-from chaveiro.providers import BitizeAuth, CidadaoAuth, ScorePositivoAuth, StackSpotAuth
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chaveiro._auth import ClientCredentialsAuth
+    from chaveiro._caches import FileCache, MemoryCache, TokenCache
+    from chaveiro._errors import (
+        ChaveiroError,
+        ConfigurationError,
+        CredentialsRejectedError,
+        DiscoveryError,
+        InsecureURLError,
+        InvalidTokenResponseError,
+        IssuerUnreachableError,
+        MissingSettingError,
+        TokenEndpointError,
+        TokenEndpointUnreachableError,
+        TokenError,
+    )
+    from chaveiro._manager import Stats
+    from chaveiro._redis import RedisCache
+    from chaveiro._token import Token
+    from chaveiro.providers import BitizeAuth, CidadaoAuth, ScorePositivoAuth, StackSpotAuth
+
+    __version__: str
 
 __all__ = [
     "BitizeAuth",
@@ -54,14 +59,54 @@ __all__ = [
     "TokenError",
 ]
 
-for _name in __all__:
-    globals()[_name].__module__ = "chaveiro"
-del _name
+_SOURCES = {
+    "chaveiro._auth": ("ClientCredentialsAuth",),
+    "chaveiro._caches": ("FileCache", "MemoryCache", "TokenCache"),
+    "chaveiro._errors": (
+        "ChaveiroError",
+        "ConfigurationError",
+        "CredentialsRejectedError",
+        "DiscoveryError",
+        "InsecureURLError",
+        "InvalidTokenResponseError",
+        "IssuerUnreachableError",
+        "MissingSettingError",
+        "TokenEndpointError",
+        "TokenEndpointUnreachableError",
+        "TokenError",
+    ),
+    "chaveiro._manager": ("Stats",),
+    "chaveiro._redis": ("RedisCache",),
+    "chaveiro._token": ("Token",),
+    "chaveiro.providers": ("BitizeAuth", "CidadaoAuth", "ScorePositivoAuth", "StackSpotAuth"),
+}
+"""Where each public name lives. ``import chaveiro`` alone loads none of them, so the
+command line can answer from its file cache without loading requests or httpx; the
+first public name used loads them all, as one import used to."""
 
 
-def __getattr__(name: str) -> str:
+def _load() -> None:
+    from importlib import import_module  # noqa: PLC0415
+
+    public = globals()
+    for module_name, names in _SOURCES.items():
+        module = import_module(module_name)
+        for name in names:
+            value = getattr(module, name)
+            value.__module__ = "chaveiro"
+            public[name] = value
+
+
+def __getattr__(name: str) -> object:
+    if name in __all__:
+        _load()
+        return globals()[name]
     if name == "__version__":
         from importlib.metadata import version  # noqa: PLC0415 - only when asked
 
         return version("chaveiro")
     raise AttributeError(f"module 'chaveiro' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

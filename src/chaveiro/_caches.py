@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 import anyio.to_thread
-import platformdirs
 
 from chaveiro._errors import excerpt
 from chaveiro._token import Token
@@ -259,6 +258,8 @@ class FileCache:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         if path is None:
+            import platformdirs  # noqa: PLC0415 - only for the default directory
+
             path = platformdirs.user_cache_dir("chaveiro", appauthor=False)
         self.path = Path(path).expanduser().absolute()
         self._where = f"in {str(self.path)!r}"
@@ -301,10 +302,9 @@ class FileCache:
         self._checked = True
         return True
 
-    def get(self, key: str) -> Token | None:
+    def _read(self, file: Path) -> bytes | None:
         if not self._ready():
             return None
-        file = self._file(key, ".json")
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(file, flags)
@@ -315,21 +315,37 @@ class FileCache:
             return None
         try:
             with os.fdopen(fd, "rb") as stream:
-                data = stream.read(_MAX_FILE_BYTES + 1)
+                return stream.read(_MAX_FILE_BYTES + 1)
         except OSError as exc:
             cache_trouble(self._where, "read a token", exc)
+            return None
+
+    def _write(self, file: Path, data: bytes) -> None:
+        if not self._ready():
+            return
+        try:
+            _write_atomically(file, data)
+        except OSError as exc:
+            self._checked = False  # the directory may be gone: check it again next time
+            cache_trouble(self._where, "write a token", exc)
+
+    def get(self, key: str) -> Token | None:
+        file = self._file(key, ".json")
+        data = self._read(file)
+        if data is None:
             return None
         return Token.from_json(data, source=f"{file} (it will be replaced)")
 
     def set(self, key: str, token: Token) -> None:
-        if not self._ready():
-            return
-        file = self._file(key, ".json")
-        try:
-            _write_atomically(file, token.to_json().encode())
-        except OSError as exc:
-            self._checked = False  # the directory may be gone: check it again next time
-            cache_trouble(self._where, "write a token", exc)
+        self._write(self._file(key, ".json"), token.to_json().encode())
+
+    def _read_note(self, name: str) -> bytes | None:
+        """A small file kept beside the tokens (never a secret), e.g. the CLI's shortcuts."""
+        return self._read(self._file(name, ".note"))
+
+    def _write_note(self, name: str, data: bytes) -> None:
+        """Write a :meth:`_read_note` file, privately and atomically."""
+        self._write(self._file(name, ".note"), data)
 
     def _file_lock(self, key: str) -> BaseFileLock:
         # A new lock object each time: nothing is shared between threads, tasks or a

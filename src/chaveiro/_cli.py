@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from chaveiro._auth import ClientCredentialsAuth
+    from chaveiro._caches import FileCache
+    from chaveiro._token import Token
+
+__all__ = ["ENV_PREFIXES", "main"]
+
+ENV_PREFIXES = {
+    "stackspot": "STACKSPOT",
+    "cidadao": "CIDADAO",
+    "bitize": "BITIZE",
+    "scorepositivo": "SCOREPOSITIVO",
+    "oauth": "OAUTH",
+}
+"""The ``env_prefix`` of each provider's class (a test keeps the two equal)."""
+_SHORTCUT_FORMAT = 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -48,8 +65,74 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token(args: argparse.Namespace) -> int:
+# ---- chaveiro token ---------------------------------------------------------------------
+#
+# A shell loop calls ``chaveiro token`` again and again, so a fresh token already in the
+# file cache is answered without loading authlib or any HTTP library. The slow path, after
+# getting a token, leaves a shortcut file: its name is a digest of everything the command
+# was given (the provider, its environment variables, the options), its content the cache
+# key and leeway that the auth object computed. The fast path computes only that digest,
+# never an identity of its own: it answers only when a run with the same inputs did, from
+# the same cache entry, with the same freshness rule (Token.is_fresh).
+
+
+def _shortcut_name(args: argparse.Namespace) -> str:
+    prefix = ENV_PREFIXES[args.provider] + "_"
+    given = sorted((k, v) for k, v in os.environ.items() if k.startswith(prefix))
+    options = [args.token_url, args.scope, args.allow_insecure_http]
+    canonical = json.dumps([_SHORTCUT_FORMAT, args.provider, given, options])
+    digest = hashlib.sha256(b"chaveiro-cli\0" + canonical.encode("utf-8", "surrogatepass"))
+    return "cli-" + digest.hexdigest()[:40]
+
+
+def _cached_token(args: argparse.Namespace) -> Token | None:
+    """The token a previous run with the same inputs left in the file cache, if fresh."""
+    from chaveiro._caches import FileCache  # noqa: PLC0415 - no HTTP library behind it
+
+    cache = FileCache(args.cache_dir)
+    shortcut = cache._read_note(_shortcut_name(args))
+    if shortcut is None:
+        return None
+    try:
+        found = json.loads(shortcut)
+        key, leeway = found["key"], float(found["leeway"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    token = cache.get(key) if isinstance(key, str) else None
+    return token if token is not None and token.is_fresh(time.time(), leeway) else None
+
+
+def _leave_shortcut(
+    args: argparse.Namespace, cache: FileCache, auth: ClientCredentialsAuth
+) -> None:
+    manager = auth._manager  # the key and leeway the auth object itself uses
+    note = {"key": manager.identity.key, "leeway": manager.policy.leeway}
+    cache._write_note(_shortcut_name(args), json.dumps(note).encode())
+
+
+def _print_token(args: argparse.Namespace, token: Token) -> None:
     from datetime import datetime, timezone  # noqa: PLC0415
+
+    if args.json:
+        summary = {
+            "token_type": token.token_type,
+            "expires_at": datetime.fromtimestamp(token.expires_at, tz=timezone.utc).isoformat(),
+            "expires_in": max(0, int(token.expires_at - time.time())),
+            "scope": token.scope,
+        }
+        print(json.dumps(summary))
+    elif args.header:
+        print(f"Authorization: {token.authorization}")
+    else:
+        print(token.access_token)
+
+
+def _token(args: argparse.Namespace) -> int:
+    if not args.no_cache:
+        cached = _cached_token(args)
+        if cached is not None:
+            _print_token(args, cached)
+            return 0
 
     from chaveiro._auth import ClientCredentialsAuth  # noqa: PLC0415
     from chaveiro._caches import FileCache, MemoryCache  # noqa: PLC0415
@@ -58,9 +141,8 @@ def _token(args: argparse.Namespace) -> int:
     from chaveiro.providers import PROVIDERS  # noqa: PLC0415
 
     provider = PROVIDERS.get(args.provider, ClientCredentialsAuth)
-    options: dict[str, Any] = {
-        "cache": MemoryCache() if args.no_cache else FileCache(args.cache_dir),
-    }
+    cache = MemoryCache() if args.no_cache else FileCache(args.cache_dir)
+    options: dict[str, Any] = {"cache": cache}
     for name in ("token_url", "scope"):
         value = getattr(args, name)
         if value is not None:
@@ -81,18 +163,9 @@ def _token(args: argparse.Namespace) -> int:
         return 1
     finally:
         wait_for_renewals(15.0)  # a renewal started in the background lands in the cache
-    if args.json:
-        summary = {
-            "token_type": token.token_type,
-            "expires_at": datetime.fromtimestamp(token.expires_at, tz=timezone.utc).isoformat(),
-            "expires_in": max(0, int(token.expires_at - time.time())),
-            "scope": token.scope,
-        }
-        print(json.dumps(summary))
-    elif args.header:
-        print(f"Authorization: {token.authorization}")
-    else:
-        print(token.access_token)
+    if isinstance(cache, FileCache):
+        _leave_shortcut(args, cache, auth)
+    _print_token(args, token)
     return 0
 
 

@@ -4,7 +4,8 @@ A :class:`Dialect` says how one kind of endpoint wants its token request and
 how it answers. :func:`build_request` turns settings into a
 :class:`TokenRequest` value; :func:`parse_response` turns ``(status, headers,
 body, now)`` into a :class:`~chaveiro._token.Token` or a typed error. Neither
-touches a socket or reads a clock. This is the only module that imports authlib.
+touches a socket or reads a clock. This is the only module that imports authlib, and
+it does so (with joserfc and cryptography) only when a JWT auth method is used.
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, cast, get_args
+from typing import TYPE_CHECKING, Literal, cast, get_args
 from urllib.parse import parse_qsl, quote_plus, urlencode
-
-from authlib.oauth2.rfc7523 import client_secret_jwt_sign, private_key_jwt_sign
-from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 from chaveiro._errors import (
     ConfigurationError,
@@ -30,6 +28,9 @@ from chaveiro._errors import (
     excerpt,
 )
 from chaveiro._token import Token, choose_expiry, normalize_scope
+
+if TYPE_CHECKING:
+    from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 __all__ = [
     "AUTH_METHODS",
@@ -68,12 +69,8 @@ _RESERVED = frozenset(
         "refresh_token",
     }
 )
-_KEY_TYPES: dict[str, type[RSAKey | ECKey | OKPKey]] = {
-    "RS": RSAKey,
-    "PS": RSAKey,
-    "ES": ECKey,
-    "Ed": OKPKey,
-}
+_KEY_TYPES = {"RS": "RSAKey", "PS": "RSAKey", "ES": "ECKey", "Ed": "OKPKey"}
+"""joserfc key class by the first two letters of the signing algorithm."""
 _HINTS = {
     "invalid_client": "Check the client id and secret.",
     "unauthorized_client": "The client may not use this grant: enable it at the provider.",
@@ -153,21 +150,24 @@ class ClientSettings:
 
     def signing_key(self) -> OctKey | RSAKey | ECKey | OKPKey:
         """The key that signs client assertions (JWT auth methods only)."""
+        from joserfc import jwk  # noqa: PLC0415 - JWT auth methods only: keeps import cheap
+
         if self.auth_method == "client_secret_jwt":
             # Built directly: import_key() warns about short secrets at every request,
             # and the provider, not the user, chose the secret.
             secret = (self.client_secret or "").encode()
-            return OctKey(secret, secret)
+            return jwk.OctKey(secret, secret)
         alg = self.signing_alg or "RS256"
-        key_type = _KEY_TYPES.get(alg[:2])
-        if key_type is None:
+        type_name = _KEY_TYPES.get(alg[:2])
+        if type_name is None:
             raise ConfigurationError(f"signing_alg={alg!r} is not supported for private_key_jwt.")
+        key_type: type[RSAKey | ECKey | OKPKey] = getattr(jwk, type_name)
         try:
             return cast("RSAKey | ECKey | OKPKey", key_type.import_key(self.private_key or b""))
         except (ValueError, TypeError):
             # "from None": the loader's message may quote key material.
             raise ConfigurationError(
-                f"private_key could not be loaded as a {key_type.__name__[:-3]} key for {alg}:"
+                f"private_key could not be loaded as a {type_name[:-3]} key for {alg}:"
                 " pass the PEM text of an unencrypted private key."
             ) from None
 
@@ -179,6 +179,11 @@ def _basic(client_id: str, secret: str) -> str:
 
 
 def _assertion(settings: ClientSettings, now: float) -> str:
+    from authlib.oauth2.rfc7523 import (  # noqa: PLC0415 - JWT auth methods only
+        client_secret_jwt_sign,
+        private_key_jwt_sign,
+    )
+
     key = settings.signing_key()
     options: dict[str, object] = {"issued_at": int(now), "expires_in": _ASSERTION_LIFETIME}
     if settings.key_id:

@@ -23,7 +23,6 @@ goes on at once with the current token and the rest of the flow runs elsewhere.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import logging
@@ -183,6 +182,8 @@ class Flight:
             with trio.move_on_after(timeout):
                 await event.wait()
             return self._event.is_set()
+        import asyncio  # noqa: PLC0415 - already loaded when running under asyncio
+
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
@@ -195,7 +196,8 @@ class Flight:
                 loop.call_soon_threadsafe(resolve)
 
         self.add_done_callback(wake_asyncio)
-        with contextlib.suppress(TimeoutError):
+        # asyncio.TimeoutError: the builtin TimeoutError only from Python 3.11 on.
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(future, timeout)
         return self._event.is_set()
 

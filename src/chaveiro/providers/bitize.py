@@ -16,7 +16,6 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chaveiro._auth import AuthOptions, ClientCredentialsAuth, _clean
 from chaveiro._dialect import Dialect
@@ -46,6 +45,8 @@ _BR = re.compile(
 
 @functools.cache
 def _brasilia() -> tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415 - on first use
+
     try:
         return ZoneInfo("America/Sao_Paulo")
     except ZoneInfoNotFoundError:

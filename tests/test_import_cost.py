@@ -1,0 +1,69 @@
+"""What ``import chaveiro`` loads: features load their libraries when used (never timed here).
+
+Each check runs in a fresh interpreter and reads ``sys.modules``; the time it takes is
+measured by benchmarks/import_time.py instead.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chaveiro.testing import FakeTokenServer
+from tests.conftest import CLIENT_ID, CLIENT_SECRET
+
+ON_USE = ("authlib", "joserfc", "cryptography", "redis", "trio", "asyncio", "zoneinfo")
+"""Loaded only by the feature that needs them: JWT client authentication, RedisCache,
+trio, asyncio, Bitize's time zone."""
+HTTP = ("requests", "httpx", "httpcore", "urllib3", "h11")
+
+
+def loaded_after(code: str) -> set[str]:
+    """The top-level modules loaded after running ``code`` in a fresh interpreter."""
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return {name.split(".")[0] for name in json.loads(result.stdout.splitlines()[-1])}
+
+
+def test_bare_import_loads_no_dependency():
+    """``import chaveiro`` alone loads none of its dependencies (the command line needs that)."""
+    loaded = loaded_after("import chaveiro")
+    assert loaded.isdisjoint({*ON_USE, *HTTP, "anyio", "sniffio", "filelock", "platformdirs"})
+
+
+def test_public_api_loads_no_optional_library():
+    """The whole public API, and auth objects with secrets and caches, load no optional library."""
+    loaded = loaded_after(
+        "from chaveiro import *\n"
+        "from chaveiro import ClientCredentialsAuth, FileCache, MemoryCache\n"
+        "ClientCredentialsAuth('https://idp.example/token', 'id', 'secret', cache=MemoryCache())\n"
+        "ClientCredentialsAuth('https://idp.example/token', 'id', 'secret',"
+        " auth_method='client_secret_jwt', cache=FileCache('/tmp/chaveiro-import-probe'))\n"
+    )
+    assert {"chaveiro", "requests", "httpx"} <= loaded
+    # httpcore, imported by chaveiro._auth for its exception classes, imports trio.
+    assert loaded.isdisjoint(set(ON_USE) - {"trio"}), sorted(loaded.intersection(ON_USE))
+
+
+def test_jwt_client_authentication_loads_authlib_when_used(server: FakeTokenServer):
+    """Signing a client assertion is what loads authlib and joserfc."""
+    loaded = loaded_after(
+        "from chaveiro import ClientCredentialsAuth\n"
+        f"auth = ClientCredentialsAuth({server.oauth_token_url!r}, {CLIENT_ID!r},"
+        f" {CLIENT_SECRET!r}, auth_method='client_secret_jwt')\n"
+        "assert auth.get_token().access_token\n"
+    )
+    assert {"authlib", "joserfc", "cryptography"} <= loaded
+
+
+def test_redis_loads_with_redis_cache():
+    """Making a RedisCache is what loads redis."""
+    pytest.importorskip("redis")
+    loaded = loaded_after("import chaveiro\nchaveiro.RedisCache('redis://127.0.0.1:1/0')")
+    assert "redis" in loaded
