@@ -1,0 +1,73 @@
+"""The version matrix: the test suite on every supported Python, newest and lowest dependencies.
+
+    .venv/bin/nox -l                  # list the sessions
+    .venv/bin/nox -s tests-3.12       # one Python, newest dependencies
+    .venv/bin/nox -s lowest-3.10      # Python 3.10, lowest version of each direct dependency
+    .venv/bin/nox -s tests-3.13 -- -k redis -x   # arguments after -- go to pytest
+
+Virtual environments are made by uv (in .nox/). Interpreters come from PATH, and from
+pyenv's versions directory when pyenv is installed; uv never downloads one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import nox
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+EXTRAS = ".[redis,trio,test]"
+
+nox.options.default_venv_backend = "uv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = [f"tests-{version}" for version in PYTHONS] + ["lowest-3.10"]
+os.environ["UV_PYTHON_DOWNLOADS"] = "never"
+
+
+def _pyenv_pythons() -> list[str]:
+    """The bin directories of pyenv's Pythons (its shims only run the selected version)."""
+    try:
+        root = subprocess.run(
+            ["pyenv", "root"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    found = sorted(Path(root, "versions").glob("3.*/bin"), reverse=True)
+    return [str(path) for path in found if path.name == "bin"]
+
+
+os.environ["PATH"] = os.pathsep.join([*_pyenv_pythons(), os.environ.get("PATH", "")])
+
+
+_SHOW_VERSIONS = """
+import importlib.metadata as m, re
+found = set()
+for requirement in m.requires("chaveiro") or []:
+    name = re.split("[^A-Za-z0-9_.-]", requirement)[0]
+    try:
+        found.add(f"{name}=={m.version(name)}")
+    except m.PackageNotFoundError:
+        pass  # an extra that this session does not install
+print("direct dependencies:", ", ".join(sorted(found)))
+"""
+
+
+def _pytest(session: nox.Session) -> None:
+    session.run("python", "-c", _SHOW_VERSIONS, silent=False)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite with the newest release of every dependency."""
+    session.install("--upgrade", "-e", EXTRAS)
+    _pytest(session)
+
+
+@nox.session(name="lowest-3.10", python="3.10")
+def lowest(session: nox.Session) -> None:
+    """The test suite with the lowest version setup.cfg allows of every direct dependency."""
+    session.install("--resolution", "lowest-direct", "-e", EXTRAS)
+    _pytest(session)
