@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import anyio
 import anyio.to_thread
 
+from chaveiro import _travel
 from chaveiro._errors import excerpt
 from chaveiro._token import Token
 
@@ -102,6 +103,10 @@ class MemoryCache:
 
     ``MemoryCache()`` makes a private cache; auth objects built without
     ``cache=`` share the process-wide one returned by :func:`default_cache`.
+
+    Pickled or copied, a MemoryCache carries no token: a copy in the same process
+    is the cache itself, and in another process every copy of one cache is one
+    new, empty cache (the default cache: that process's default cache).
     """
 
     def __init__(self) -> None:
@@ -110,6 +115,11 @@ class MemoryCache:
 
     def __repr__(self) -> str:
         return f"MemoryCache(<{len(self._tokens)} tokens>)"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        if self is _DEFAULT:
+            return default_cache, ()
+        return _travel.reduce(self, MemoryCache, ())
 
     def get(self, key: str) -> Token | None:
         return self._tokens.get(key)
@@ -254,6 +264,9 @@ class FileCache:
     created with mode 0700 and holds one file per identity, mode 0600, written
     atomically. A directory that others can read is made private, with a warning,
     or not used if that fails; a damaged file is ignored and replaced.
+
+    Pickled or copied, a FileCache is its directory: the copy reads and writes the
+    same files (in the same process, it is the cache itself).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
@@ -267,6 +280,9 @@ class FileCache:
 
     def __repr__(self) -> str:
         return f"FileCache({str(self.path)!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _travel.reduce(self, FileCache, (str(self.path),))
 
     def _file(self, key: str, suffix: str) -> Path:
         if _SAFE_KEY.fullmatch(key) is None:

@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import sniffio
 
+from chaveiro import _travel
 from chaveiro._caches import cache_trouble, paused, polled_lock
 from chaveiro._errors import ConfigurationError
 from chaveiro._token import Token
@@ -96,7 +97,11 @@ class RedisCache:
     (``connect_timeout``, ``timeout``) and no retries, so an outage costs little.
 
     Make one ``RedisCache`` per process (at import time is fine, even before a
-    ``fork()``): it holds a connection pool.
+    ``fork()``): it holds a connection pool. One made from a URL pickles as its
+    settings (the URL, with any password in it, and the options), never a
+    connection: a copy in the same process is the cache itself, and in another
+    process it connects on first use. One made around a client object cannot be
+    pickled (a copy in the same process is the cache itself).
     """
 
     def __init__(
@@ -137,6 +142,28 @@ class RedisCache:
 
     def __repr__(self) -> str:
         return f"RedisCache(<{self._where[3:]}>, prefix={self.prefix!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        if self._url is None or self._async_client is not None:
+            raise TypeError(
+                "a RedisCache made around a Redis client object cannot be pickled or sent to"
+                " another process. Build it from a URL instead, RedisCache('redis://host:6379/0',"
+                " ...): then it, and auth objects that use it, can be."
+            )
+        connect_timeout, timeout = self._timeouts
+        options = {
+            "prefix": self.prefix,
+            "connect_timeout": connect_timeout,
+            "timeout": timeout,
+            "retry_interval": self.retry_interval,
+        }
+        return _travel.reduce(self, RedisCache, (self._url,), options)
+
+    def __copy__(self) -> RedisCache:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> RedisCache:
+        return self
 
     def close(self) -> None:
         """Close the connections of a client made from ``url`` (a client you passed is yours)."""
