@@ -308,7 +308,10 @@ class HttpxAuth(AuthCore, httpx.Auth):
                     return obtained[0]
                 reply, error = None, None
                 try:
-                    reply = await client.send(request, stream=True)
+                    # Not through the client's auth (it may be us), nor on to a redirect.
+                    reply = await client.send(
+                        request, stream=True, auth=None, follow_redirects=False
+                    )
                 except Exception as exc:  # noqa: BLE001 - the plan tells what it means
                     error = exc
                 else:
