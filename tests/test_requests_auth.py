@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import threading
 import time
@@ -342,11 +343,12 @@ def _pools(session: requests.Session) -> int:
 
 
 def test_close_closes_our_own_session_only(server: FakeTokenServer, make_auth):
-    """close() closes the session chaveiro made; a given session stays open; the auth still works."""
+    """close() closes the session chaveiro made, not a given one; the auth object goes on."""
     auth = make_auth()
     auth.get_token()
     own = auth._own_session._session
-    assert own is not None and _pools(own) == 1
+    assert own is not None
+    assert _pools(own) == 1
     auth.close()
     assert _pools(own) == 0
     given = requests.Session()
@@ -362,12 +364,11 @@ def test_close_closes_our_own_session_only(server: FakeTokenServer, make_auth):
 
 def test_our_session_is_closed_when_the_auth_object_goes_away(server: FakeTokenServer, make_auth):
     """No close() call: the session is closed when the auth object is garbage-collected."""
-    import gc
-
     auth = make_auth()
     auth.get_token()
     own = auth._own_session._session
-    assert own is not None and _pools(own) == 1
+    assert own is not None
+    assert _pools(own) == 1
     del auth
     gc.collect()
     assert _pools(own) == 0
