@@ -15,9 +15,10 @@ import pytest
 from chaveiro.testing import FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
-ON_USE = ("authlib", "joserfc", "cryptography", "redis", "trio", "asyncio", "zoneinfo")
+ON_USE = ("authlib", "joserfc", "cryptography", "redis", "trio", "asyncio", "zoneinfo", "httpcore")
 """Loaded only by the feature that needs them: JWT client authentication, RedisCache,
-trio, asyncio, Bitize's time zone."""
+trio, asyncio, Bitize's time zone, an httpx client's transport (httpcore imports trio
+when it is installed)."""
 HTTP = ("requests", "httpx", "httpcore", "urllib3", "h11")
 
 
@@ -47,8 +48,7 @@ def test_public_api_loads_no_optional_library():
         " auth_method='client_secret_jwt', cache=FileCache('/tmp/chaveiro-import-probe'))\n"
     )
     assert {"chaveiro", "requests", "httpx"} <= loaded
-    # httpcore, imported by chaveiro._auth for its exception classes, imports trio.
-    assert loaded.isdisjoint(set(ON_USE) - {"trio"}), sorted(loaded.intersection(ON_USE))
+    assert loaded.isdisjoint(ON_USE), sorted(loaded.intersection(ON_USE))
 
 
 def test_jwt_client_authentication_loads_authlib_when_used(server: FakeTokenServer):

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["AuthOptions", "ClientCredentialsAuth"]
 
+_REMADE = frozenset({"_manager", "_own_session", "_on_response_hook"})
+"""What an auth object holds that does not travel: it is made anew on arrival."""
+
 
 class ClientCredentialsAuth(RequestsAuth, HttpxAuth):
     """OAuth 2.0 client credentials (RFC 6749 §4.4) for requests and httpx.
@@ -162,6 +165,36 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth):
     def stats(self) -> Stats:
         """A snapshot of this identity's counters in this process (for metrics)."""
         return self._manager.slot.stats.copy()
+
+    # ---- pickling and copying: settings only ------------------------------------------------
+
+    def __getstate__(self) -> dict[str, object]:
+        """The settings, the client secret among them (as requests pickles ``session.auth``).
+
+        Never a token, lock, thread or connection: the token manager and our own
+        session are made anew, and the cache travels as itself (see ``_travel``), so
+        the copy shares the held token here and the shared cache anywhere.
+        """
+        state = {k: v for k, v in vars(self).items() if k not in _REMADE}
+        made = self._manager
+        state["_manager"] = (made.identity, made.policy, made.clock, made.use_refresh_token)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        identity, policy, clock, use_refresh_token = state.pop("_manager")
+        vars(self).update(state)
+        self._manager = TokenManager(
+            self.dialect,
+            self._settings,
+            identity,
+            self._cache,
+            clock=clock,
+            policy=policy,
+            use_refresh_token=use_refresh_token,
+        )
+        self._own_session = _OwnSession()
+        self._on_response_hook = self._on_response
 
     # ---- construction from the environment -------------------------------------------------
 

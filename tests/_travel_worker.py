@@ -1,0 +1,28 @@
+"""Work done in pool processes by tests/test_travel_auth.py (importable by spawn and forkserver)."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import requests
+
+from chaveiro import ClientCredentialsAuth
+from chaveiro._manager import wait_for_renewals
+
+
+def call_api(carrier: ClientCredentialsAuth | requests.Session, url: str) -> tuple[int, list[int]]:
+    """Call ``url`` with requests and with httpx; this process's id and the status codes."""
+    if isinstance(carrier, requests.Session):
+        with carrier:
+            codes = [carrier.get(url, timeout=10).status_code]
+            auth = carrier.auth
+    else:
+        auth = carrier
+        codes = [requests.get(url, auth=auth, timeout=10).status_code]
+    assert isinstance(auth, ClientCredentialsAuth)
+    with httpx.Client(auth=auth, timeout=10) as client:
+        codes.append(client.get(url).status_code)
+    wait_for_renewals()
+    auth.close()
+    return os.getpid(), codes
