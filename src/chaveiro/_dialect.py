@@ -33,6 +33,7 @@ from chaveiro._token import Token, choose_expiry, normalize_scope
 
 __all__ = [
     "AUTH_METHODS",
+    "CERTIFICATE_METHODS",
     "MAX_BODY_BYTES",
     "ClientSettings",
     "Dialect",
@@ -53,8 +54,16 @@ AuthMethod = Literal[
     "client_secret_json",
     "client_secret_jwt",
     "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
 ]
 AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
+CERTIFICATE_METHODS = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
+"""RFC 8705 §2: the client is authenticated by its TLS certificate; no secret is sent."""
+BodyFormat = Literal["form", "json"]
+GrantTypeIn = Literal["body", "query"]
+_BODY_FORMATS: tuple[str, ...] = get_args(BodyFormat)
+_GRANT_TYPE_PLACES: tuple[str, ...] = get_args(GrantTypeIn)
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ASSERTION_LIFETIME = 300
 _RESERVED = frozenset(
@@ -113,6 +122,11 @@ class Dialect:
     """Appended to the message when the credentials are rejected."""
     rejected_after_success_hint: str = ""
     """Appended instead when they are rejected after having worked in this process."""
+    body_format: BodyFormat = "form"
+    """``"json"``: the fields travel as a JSON object whatever the auth method (Efí sends
+    HTTP Basic with a JSON body); ``client_secret_json`` always sends JSON."""
+    grant_type_in: GrantTypeIn = "body"
+    """``"query"``: ``grant_type`` travels in the URL's query string (as Santander wants)."""
 
 
 OAUTH2 = Dialect()
@@ -131,11 +145,23 @@ class ClientSettings:
     private_key: bytes | None = field(default=None, repr=False)
     signing_alg: str | None = None
     key_id: str | None = None
+    body_format: BodyFormat | None = None
+    """Overrides the dialect's ``body_format`` when set."""
+    grant_type_in: GrantTypeIn | None = None
+    """Overrides the dialect's ``grant_type_in`` when set."""
 
     def __post_init__(self) -> None:
         if self.auth_method not in AUTH_METHODS:
             raise ConfigurationError(
                 f"auth_method={self.auth_method!r} is not supported; use one of {AUTH_METHODS}."
+            )
+        if self.body_format not in (None, *_BODY_FORMATS):
+            raise ConfigurationError(
+                f"body_format={self.body_format!r} is not supported; use 'form' or 'json'."
+            )
+        if self.grant_type_in not in (None, *_GRANT_TYPE_PLACES):
+            raise ConfigurationError(
+                f"grant_type_in={self.grant_type_in!r} is not supported; use 'body' or 'query'."
             )
         bad = sorted(_RESERVED.intersection(k for k, _ in self.extra))
         if bad:
@@ -146,6 +172,13 @@ class ClientSettings:
             if not self.private_key:
                 raise ConfigurationError("auth_method='private_key_jwt' needs private_key=<PEM>.")
             self.signing_key()  # fail at construction, not at the first request
+        elif self.auth_method in CERTIFICATE_METHODS:
+            if self.client_secret:
+                raise ConfigurationError(
+                    f"auth_method={self.auth_method!r} authenticates with the client certificate"
+                    " and sends no secret: drop client_secret, or use client_secret_post or"
+                    " client_secret_basic (they work over mTLS too)."
+                )
         elif not self.client_secret:
             raise ConfigurationError(
                 f"auth_method={self.auth_method!r} needs a non-empty client secret."
@@ -207,12 +240,18 @@ def build_request(
         fields.update(grant_type="refresh_token", refresh_token=refresh_token)
     elif dialect.grant_type is not None:
         fields["grant_type"] = dialect.grant_type
+    url = settings.token_url
+    if (settings.grant_type_in or dialect.grant_type_in) == "query" and "grant_type" in fields:
+        grant = urlencode({"grant_type": fields.pop("grant_type")})
+        url = f"{url}{'&' if '?' in url else '?'}{grant}"
     method = settings.auth_method
     if method == "client_secret_basic":
         headers.append(("Authorization", _basic(settings.client_id, settings.client_secret or "")))
     elif method in ("client_secret_post", "client_secret_json"):
         fields[dialect.id_field] = settings.client_id
         fields[dialect.secret_field] = settings.client_secret or ""
+    elif method in CERTIFICATE_METHODS:
+        fields["client_id"] = settings.client_id  # RFC 8705 §2: the certificate is the proof
     else:
         fields["client_id"] = settings.client_id
         fields["client_assertion_type"] = _ASSERTION_TYPE
@@ -221,13 +260,13 @@ def build_request(
         fields["scope"] = settings.scope
     if refresh_token is None:
         fields.update(settings.extra)
-    if method == "client_secret_json":
+    if method == "client_secret_json" or (settings.body_format or dialect.body_format) == "json":
         headers.append(("Content-Type", "application/json"))
         body = json.dumps(fields).encode()
     else:
         headers.append(("Content-Type", "application/x-www-form-urlencoded"))
         body = urlencode(fields).encode()
-    return TokenRequest(settings.token_url, tuple(headers), body)
+    return TokenRequest(url, tuple(headers), body)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
