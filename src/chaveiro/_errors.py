@@ -4,6 +4,7 @@
 
     ChaveiroError
     ├── ConfigurationError          (also a ValueError) bad or missing settings
+    │   ├── ClientCertificateError  a client certificate (mTLS) that cannot be used
     │   ├── InsecureURLError        a token URL that is not HTTPS
     │   └── MissingSettingError     a required environment variable or argument is absent
     ├── DiscoveryError              OpenID Connect discovery gave nothing usable
@@ -27,6 +28,7 @@ from typing import TypeVar
 
 __all__ = [
     "ChaveiroError",
+    "ClientCertificateError",
     "ConfigurationError",
     "CredentialsRejectedError",
     "DiscoveryError",
@@ -98,6 +100,11 @@ class ChaveiroError(Exception):
 
 class ConfigurationError(ChaveiroError, ValueError):
     """The auth object was given settings it cannot work with."""
+
+
+class ClientCertificateError(ConfigurationError):
+    """A client certificate (``client_cert=``) cannot be used: missing, unreadable, wrong
+    password, a key that does not match, or outside its validity period."""
 
 
 class InsecureURLError(ConfigurationError):

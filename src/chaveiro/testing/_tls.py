@@ -94,15 +94,15 @@ def self_signed_client_cert(
     """A self-signed client certificate (for ``self_signed_tls_client_auth``)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    start = not_before or dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or now - dt.timedelta(hours=1))
-        .not_valid_after(not_after or now + dt.timedelta(days=1))
+        .not_valid_before(start)
+        .not_valid_after(not_after or start + dt.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
