@@ -410,6 +410,11 @@ class TokenManager:
             return token
         return None
 
+    def replayed(self, token: Token) -> None:
+        """Count an API request replayed once with ``token`` after its old token was refused."""
+        self.slot.stats.replayed += 1
+        logger.debug("API refused the token; replaying once with token %s", token.fingerprint)
+
     def flow(self, stale: str | None = None, *, background: bool = False) -> Flow:
         """Obtain a usable token; ``stale`` is an access token that an API just refused.
 
