@@ -56,6 +56,14 @@ _TOKENISH = re.compile(
 )
 
 
+# OpenSSL reason codes (TLSV13_ALERT_CERTIFICATE_REQUIRED) are long, but words, never tokens.
+_REASON_CODE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    return match.group(0) if _REASON_CODE.fullmatch(match.group(0)) else "[redacted]"
+
+
 def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
     """Return a one-line, capped, token-free excerpt of a response body."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
@@ -63,7 +71,7 @@ def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
     if "<" in text and ">" in text:
         title = re.search(r"<title[^>]*>(.*?)</title\s*>", text, re.IGNORECASE | re.DOTALL)
         text = title.group(1) if title else _TAGS.sub(" ", text)
-    text = _TOKENISH.sub("[redacted]", _SPACES.sub(" ", text).strip())
+    text = _TOKENISH.sub(_redact_match, _SPACES.sub(" ", text).strip())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
