@@ -271,3 +271,20 @@ def test_no_password_or_token_in_reprs_errors_or_logs(server, p12, caplog):
     for text in texts:
         assert PASSWORD not in text
         assert token.access_token not in text
+
+
+def test_the_laptop_recipe_in_docs_pix(tmp_path):
+    """docs/pix.md's "Testar no seu computador" example, as written there."""
+    with FakeTokenServer(mtls=True) as banco:
+        cert = banco.issue_client_cert("empresa.example", common_name="Minha Empresa")
+        banco.add_client("pix-app", tls_client_auth_subject_dn=cert.subject_dn)
+        (tmp_path / "empresa.p12").write_bytes(cert.to_pkcs12("senha"))
+
+        tls = chaveiro.client_tls(tmp_path / "empresa.p12", "senha", verify=banco.ca_file)
+        auth = ClientCredentialsAuth(
+            banco.oauth_token_url, "pix-app", auth_method="tls_client_auth", client_cert=tls
+        )
+        with httpx.Client(auth=auth, verify=tls.ssl_context) as api:
+            assert api.get(banco.api_url("/api/cob")).status_code == 200
+        assert banco.token_request_log[-1].client_cert_thumbprint == cert.thumbprint
+    assert 'chaveiro.client_tls(tmp_path / "empresa.p12"' in Path("docs/pix.md").read_text()

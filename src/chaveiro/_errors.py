@@ -56,8 +56,12 @@ _TOKENISH = re.compile(
 )
 
 
-# OpenSSL reason codes (TLSV13_ALERT_CERTIFICATE_REQUIRED) are long, but words, never tokens.
-_REASON_CODE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+# OpenSSL reason codes (TLSV13_ALERT_CERTIFICATE_REQUIRED) look long enough to be tokens, but
+# say what went wrong in a TLS handshake: these few are always shown.
+_REASON_CODE = re.compile(
+    r"(?:SSLV3|TLSV1[0-9]?)_ALERT(?:_[A-Z]+)+"
+    r"|CERTIFICATE_VERIFY_FAILED|WRONG_VERSION_NUMBER|UNSAFE_LEGACY_RENEGOTIATION_DISABLED"
+)
 
 
 def _redact_match(match: re.Match[str]) -> str:

@@ -27,6 +27,20 @@ _MAX_BODY = 1024 * 1024
 _MAX_DRAIN = 16 * _MAX_BODY  # read (and drop) this much of a too-large body before answering 413
 
 
+def _drain(conn: socket.socket) -> None:
+    """Read what the client already sent, so closing sends FIN, not a reset.
+
+    A reset could destroy the TLS alert (``certificate required``...) before the
+    client reads it; the client would then see a bare EOF instead of the reason.
+    """
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(conn, socket.SHUT_WR)
+        socket.socket.settimeout(conn, 0.5)
+        for _ in range(16):  # at most 64 KiB, at most a few seconds
+            if not socket.socket.recv(conn, 4096):
+                break
+
+
 class _App(Protocol):
     def _dispatch(self, req: RecordedRequest) -> Response: ...
 
@@ -93,6 +107,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self.connection.do_handshake()
             except OSError:
                 self.server.app._handshake_failed()
+                _drain(self.connection)
                 raise
 
     def handle_expect_100(self) -> bool:
