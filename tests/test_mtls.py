@@ -287,4 +287,7 @@ def test_the_laptop_recipe_in_docs_pix(tmp_path):
         with httpx.Client(auth=auth, verify=tls.ssl_context) as api:
             assert api.get(banco.api_url("/api/cob")).status_code == 200
         assert banco.token_request_log[-1].client_cert_thumbprint == cert.thumbprint
-    assert 'chaveiro.client_tls(tmp_path / "empresa.p12"' in Path("docs/pix.md").read_text()
+    assert (
+        'chaveiro.client_tls(tmp_path / "empresa.p12"'
+        in (Path(__file__).parent.parent / "docs" / "pix.md").read_text()
+    )
