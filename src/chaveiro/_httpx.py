@@ -160,7 +160,8 @@ class HttpxAuth(AuthCore, httpx.Auth):
 
         async with AsyncExitStack() as stack:
             if client is None:
-                client = await stack.enter_async_context(httpx.AsyncClient())
+                verify = True if self._tls is None else self._tls.ssl_context
+                client = await stack.enter_async_context(httpx.AsyncClient(verify=verify))
             flow = self._adrive(plan())
             stack.push_async_callback(flow.aclose)
             reply: httpx.Response | None = None
