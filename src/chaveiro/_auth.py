@@ -188,6 +188,7 @@ def _unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
         cause = cause.__cause__ or cause.__context__
     text = " ".join(str(e) for e in chain)
     retryable = None
+    reason = "tls"
     if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
         "CERTIFICATE_VERIFY_FAILED" in text
     ):
@@ -208,14 +209,17 @@ def _unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
     ):
         summary = "it did not answer in time"
         advice = "chaveiro will try again after a short pause; timeout= sets the limits."
+        reason = "timeout"
     else:
         summary = "no answer"
+        reason = type(exc).__name__
         advice = "Check the URL, DNS, proxy settings and network."
     return TokenEndpointUnreachableError(
         f"Could not reach the token endpoint {url}: {summary} ({type(exc).__name__}:"
         f" {excerpt(str(exc), 160)}). {advice}",
         token_url=url,
         retryable=retryable,
+        reason=reason,
     )
 
 
@@ -813,8 +817,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase, httpx.Auth):
         return replayed
 
     def _replayed(self, token: Token) -> None:
-        self._manager.slot.stats.replayed += 1
-        logger.debug("API answered 401; replaying once with token %s", token.fingerprint)
+        self._manager.replayed(token)
 
     # ---- httpx ------------------------------------------------------------------------------
 
