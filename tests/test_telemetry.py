@@ -39,7 +39,7 @@ from chaveiro import (
     TokenEndpointUnreachableError,
 )
 from chaveiro._errors import redact
-from chaveiro._telemetry import error_type
+from chaveiro._telemetry import CACHE_BUCKETS, FETCH_BUCKETS, error_type
 from chaveiro.testing import Failure, FakeTokenServer, reset
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, join_renewals
 
@@ -84,6 +84,8 @@ class Point:
     attributes: dict[str, Any]
     value: float
     """A sum's value, or a histogram's count."""
+    bounds: tuple[float, ...] = ()
+    """A histogram's bucket boundaries."""
 
 
 class Collected:
@@ -99,13 +101,16 @@ class Collected:
                 for metric in scope.metrics:
                     kind = type(metric.data).__name__
                     for p in metric.data.data_points:
+                        bounds: tuple[float, ...] = ()
                         if isinstance(p, HistogramDataPoint):
                             value: float = p.count
+                            bounds = tuple(p.explicit_bounds)
                         else:
                             assert isinstance(p, NumberDataPoint)
                             value = p.value
+                        attributes = dict(p.attributes or {})
                         self.points.append(
-                            Point(metric.name, metric.unit or "", kind, dict(p.attributes), value)
+                            Point(metric.name, metric.unit or "", kind, attributes, value, bounds)
                         )
 
     def of(self, name: str) -> list[Point]:
@@ -195,7 +200,8 @@ def test_instruments_have_their_documented_kinds_and_units(otel, server, make_au
     reset()
     auth.get_token()
 
-    kinds = {(p.name, p.kind, p.unit) for p in otel.collect().points}
+    data = otel.collect()
+    kinds = {(p.name, p.kind, p.unit) for p in data.points}
     assert kinds == {
         (DURATION, "Histogram", "s"),
         (ATTEMPTS, "Sum", "{attempt}"),
@@ -204,6 +210,8 @@ def test_instruments_have_their_documented_kinds_and_units(otel, server, make_au
         (HITS, "Sum", "{hit}"),
         (CACHE_DURATION, "Histogram", "s"),
     }
+    assert {p.bounds for p in data.of(DURATION)} == {FETCH_BUCKETS}
+    assert {p.bounds for p in data.of(CACHE_DURATION)} == {CACHE_BUCKETS}
 
 
 def test_the_token_requests_http_span_nests_under_the_fetch_with_requests(otel, server, make_auth):

@@ -523,11 +523,11 @@ class TokenManager:
                         token_url=self.settings.token_url,
                     )
                 continue  # the leader gave up without a result: try again
-            fetch = _Why(_reason(previous, usable, stale))
+            why = _Why(_reason(previous, usable, stale))
             if background and usable is not None:
-                fetch.origin = _telemetry.current_span_context()  # before we leave its context
+                why.origin = _telemetry.current_span_context()  # before we leave its context
                 yield Detach(usable)
-            return (yield from self._lead(flight, slot, previous, usable, stale, fetch))
+            return (yield from self._lead(flight, slot, previous, usable, stale, why))
 
     def _lead(
         self,
@@ -636,7 +636,7 @@ class TokenManager:
         ):
             refresh = previous.refresh_token
         host, provider, _ = self.labels
-        grant = "refresh_token" if refresh is not None else self.dialect.grant_type
+        grant = self._grant(refresh)
         fetch = _telemetry.start_fetch(host, provider, grant, why.reason, why.origin)
         try:
             token = yield from self._attempts(previous, refresh, fetch)
@@ -657,7 +657,7 @@ class TokenManager:
             now = self.clock()
             request = build_request(self.dialect, settings, now, refresh_token=refresh)
             left = policy.deadline - (now - started)
-            grant = "refresh_token" if refresh is not None else self.dialect.grant_type
+            grant = self._grant(refresh)
             status = 0
             try:
                 with fetch.sending():
@@ -702,6 +702,10 @@ class TokenManager:
             fetch.attempt(grant, status, None)
             self._log_fetch(token, previous, refreshed=refresh is not None)
             return token
+
+    def _grant(self, refresh: str | None) -> str | None:
+        """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""
+        return "refresh_token" if refresh is not None else self.dialect.grant_type
 
     def _scrubbed(self, raw: RawResponse, refresh: str | None) -> RawResponse:
         """``raw`` with the secrets we sent cut out, before any excerpt can cut one in half."""
