@@ -117,6 +117,20 @@ def _settings_for(secret: str):
     return auth._settings
 
 
+def _echo(
+    headers: dict[str, str], body: bytes, secret: str, where: str
+) -> tuple[dict[str, str], bytes]:
+    """The answer of a provider that echoes ``secret`` at ``where``."""
+    if where == "body start":
+        return headers, f"{secret} ".encode() + body
+    if where == "body end":
+        return headers, body + f" {secret}".encode()
+    if where == "description":
+        echo = {"error": "invalid_client", "error_description": f"bad {secret}"}
+        return headers, json.dumps(echo).encode()
+    return {**headers, "Location": f"https://x.example/?s={secret}"}, body
+
+
 @FUZZ
 @given(
     case=responses(),
@@ -127,16 +141,12 @@ def test_a_provider_echoing_the_secret_does_not_leak_it(case, secret, where):
     """Whatever the answer, and wherever the provider echoes the client secret, it is not shown."""
     status, headers, body, planted = case
     assume(not any(secret in value for value in planted))  # a secret is not part of a token
-    if where == "body start":
-        body = f"{secret} ".encode() + body
-    elif where == "body end":
-        body = body + f" {secret}".encode()
-    elif where == "description":
-        body = json.dumps(
-            {"error": "invalid_client", "error_description": f"bad {secret}"}
-        ).encode()
-    else:
-        headers = {**headers, "Location": f"https://x.example/?s={secret}"}
+    # A secret that our own words already hold ("TokenE", say) cannot be told apart.
+    canary = "~canary~"
+    fixed = _flow_outcome(canary, RawResponse(status, *_echo(headers, body, canary, where)))
+    if isinstance(fixed, ChaveiroError):
+        assume(not any(secret in text for text in error_texts(fixed)))
+    headers, body = _echo(headers, body, secret, where)
     with captured_logs() as logs:
         outcome = _flow_outcome(secret, RawResponse(status, headers, body))
     if isinstance(outcome, ChaveiroError):

@@ -18,7 +18,8 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chaveiro._auth import AuthOptions, ClientCredentialsAuth, _clean
+from chaveiro._auth import AuthOptions, ClientCredentialsAuth
+from chaveiro._config import clean
 from chaveiro._dialect import Dialect
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ class BitizeAuth(ClientCredentialsAuth):
         token_url: str = TOKEN_URL,
         **options: Unpack[AuthOptions],
     ) -> None:
-        key = _clean("consumer_key", consumer_key)
-        secret = _clean("secret_key", secret_key)
+        key = clean("consumer_key", consumer_key)
+        secret = clean("secret_key", secret_key)
         assert key is not None
         super().__init__(token_url, key, secret, auth_method="client_secret_json", **options)

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from chaveiro._auth import AuthOptions, ClientCredentialsAuth, _clean
+from chaveiro._auth import AuthOptions, ClientCredentialsAuth
+from chaveiro._config import clean
 from chaveiro._dialect import Dialect
 from chaveiro._errors import MissingSettingError
 
@@ -65,9 +66,9 @@ class StackSpotAuth(ClientCredentialsAuth):
         use_refresh_token: bool = True,
         **options: Unpack[AuthOptions],
     ) -> None:
-        key = _clean("client_key", client_key)
+        key = clean("client_key", client_key)
         if token_url is None:
-            name = _clean("realm", realm, required=False)
+            name = clean("realm", realm, required=False)
             if name is None:
                 raise MissingSettingError(
                     "realm is required (your StackSpot account's realm, as in"

@@ -1,0 +1,513 @@
+"""The httpx room: ``httpx.Auth`` flows that send token requests through the user's own client.
+
+One generator, :meth:`HttpxAuth._plan`, holds every decision of a call: attach
+the token, fetch one first if needed, renew and replay once when the API
+refuses it. It yields instructions; :meth:`~HttpxAuth.sync_auth_flow` and
+:meth:`~HttpxAuth.async_auth_flow` carry them out, blocking or awaiting. They
+differ only in how they drive the token manager and read a body.
+
+The token request travels through the user's client (its transport, proxies,
+TLS, hooks and timeouts apply), but never to any address other than
+``token_url``: its body can be sent once only, and its ``trace`` extension
+stops the client before it sends the request anywhere else, so a client that
+follows redirects cannot carry the credentials to the redirect's target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from chaveiro._dialect import MAX_BODY_BYTES, Dialect, parse_response
+from chaveiro._errors import TokenError
+from chaveiro._manager import CannotRetry, RawResponse, Send, run_async, run_sync
+from chaveiro._token import Token
+from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
+
+__all__ = ["HttpxAuth"]
+
+
+# ---- instructions from the plan to the two drivers -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """Start a token flow (``stale``: the access token the API refused); reply: its first item."""
+
+    stale: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Advance:
+    """Give the token flow ``value`` (or throw ``error`` into it); reply: its next item."""
+
+    value: RawResponse | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """Read ``response``'s body, up to the cap when ``capped``; reply: the bytes."""
+
+    response: httpx.Response
+    capped: bool = True
+
+
+_Instruction = httpx.Request | _Start | _Advance | _Read
+
+
+class _Closed(Exception):  # noqa: N818 - never leaves this module
+    """httpx closed the flow while a request was out: its ``GeneratorExit``, carried to the plan.
+
+    A ``GeneratorExit`` thrown into a generator that delegates with ``yield
+    from`` closes the inner one without telling it why; this one reaches it.
+    """
+
+    def __init__(self, exit_: GeneratorExit) -> None:
+        super().__init__()
+        self.exit = exit_
+
+
+class _RedirectRefused(Exception):  # noqa: N818 - never leaves this module
+    """Raised by the token request's trace before it is sent to another address."""
+
+
+class _OneShot(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A request body that can be sent once: a redirect cannot send the credentials on."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+
+    def _take(self) -> bytes:
+        body, self._body = self._body, None
+        if body is None:
+            raise _RedirectRefused
+        return body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._take()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._take()
+
+
+def _where(url: httpx.URL) -> tuple[str, str, int | None, str]:
+    """Scheme, host, port and path of ``url``: what a request must match to be ours."""
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, port, url.path
+
+
+class _Trace:
+    """httpcore's ``trace`` request extension on our token request.
+
+    It refuses to let the request go to any address but ``token_url``, and it
+    remembers why the request failed and what the endpoint answered: httpx
+    closes the auth flow when the request fails, and a closed async generator
+    is not told why. Events go on to the user's own ``trace``, if their request
+    had one.
+    """
+
+    def __init__(self, url: httpx.URL, user_trace: Any) -> None:
+        self.url = url
+        self.error: BaseException | None = None
+        self.answer: tuple[int, dict[str, str]] | None = None
+        """Status and headers of the last answer, once they arrived."""
+        self._user_trace = user_trace
+
+    def _record(self, event: str, info: Mapping[str, Any]) -> None:
+        if event.endswith("send_request_headers.started"):
+            target = getattr(info.get("request"), "url", None)
+            if target is not None and not self._same(target):
+                self.error = _RedirectRefused()
+                raise self.error
+        error = info.get("exception")
+        if self.error is None and event.endswith(".failed") and isinstance(error, Exception):
+            self.error = error
+        if event.endswith("receive_response_headers.complete"):
+            answer = info.get("return_value")
+            # HTTP/1.1: (version, status, reason, headers); HTTP/2: (status, headers)
+            if isinstance(answer, tuple) and len(answer) in (2, 4):
+                status, headers = answer[-3 if len(answer) == 4 else 0], answer[-1]
+                with contextlib.suppress(TypeError, ValueError, AttributeError):
+                    self.answer = (
+                        int(status),
+                        {k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
+                    )
+
+    def _same(self, target: Any) -> bool:
+        """True if httpcore's ``target`` URL is our token URL (scheme, host, port and path)."""
+        try:
+            path = target.target.decode("ascii")
+            if path.startswith(("http://", "https://")):  # through a forwarding proxy
+                url = httpx.URL(path)
+            else:
+                url = httpx.URL(
+                    scheme=target.scheme.decode("ascii"),
+                    host=target.host.decode("ascii"),
+                    port=target.port,
+                    raw_path=target.target,
+                )
+        except (AttributeError, UnicodeDecodeError, httpx.InvalidURL, TypeError):
+            return False
+        return _where(url) == _where(self.url)
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        self._record(event, info)
+        if self._user_trace is not None:
+            self._user_trace(event, info)
+
+
+class _AsyncTrace(_Trace):
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:  # type: ignore[override]
+        self._record(event, info)
+        if self._user_trace is not None:
+            await self._user_trace(event, info)
+
+
+class _Capped:
+    """A response body, read up to the cap when it is a token response's."""
+
+    def __init__(self, response: httpx.Response, url: str, capped: bool) -> None:
+        if capped and declared_too_large(response.headers):
+            raise too_large(url)
+        self.response, self.url, self.capped = response, url, capped
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.capped and self.size > MAX_BODY_BYTES:
+            raise too_large(self.url)
+        self.chunks.append(chunk)
+
+    def body(self) -> bytes:
+        body = b"".join(self.chunks)
+        self.response._content = body  # a user's response hook may still read it
+        return body
+
+
+def _replayable(request: httpx.Request) -> bool:
+    try:
+        request.content  # noqa: B018 - raises for a streaming (generator) body
+    except httpx.RequestNotRead:
+        return False
+    return True
+
+
+def _answered(response: httpx.Response, token: Token) -> bool:
+    """True if ``response`` answered a request that carried ``token``.
+
+    After a redirect to another host the final request carries no token: its
+    401 says nothing about ours.
+    """
+    sent: str | None = response.request.headers.get("Authorization")
+    return sent == token.authorization
+
+
+def _closing_cause(exit_: GeneratorExit, request: httpx.Request) -> BaseException | None:
+    """The exception that made httpx close the auth flow while ``request`` was out.
+
+    A sync flow sees it as the context of its ``GeneratorExit`` (past the outer
+    flow's own ``GeneratorExit``); an async flow learns it from the request's trace.
+    """
+    cause = exit_.__context__
+    while isinstance(cause, GeneratorExit):
+        cause = cause.__context__
+    if cause is None:
+        trace = request.extensions.get("trace")
+        cause = trace.error if isinstance(trace, _Trace) else None
+    return cause
+
+
+def _transport_failure(error: BaseException) -> bool:
+    """True for a failure to exchange bytes: httpx's, httpcore's (seen unwrapped), the OS's."""
+    module = type(error).__module__
+    return isinstance(error, httpx.TransportError | OSError) or module.split(".")[0] == "httpcore"
+
+
+def _closed_by(
+    cause: BaseException | None, request: httpx.Request, dialect: Dialect, url: str, now: float
+) -> TokenError | None:
+    """Why httpx closed our flow while a token request was out, as our error.
+
+    ``None`` when it was not the token request's fault (cancellation, say).
+    """
+    trace = request.extensions.get("trace")
+    status: int | None = None
+    headers: Mapping[str, str] = {}
+    body = b""
+    if isinstance(cause, _RedirectRefused):
+        answer = trace.answer if isinstance(trace, _Trace) else None
+        status, headers = answer if answer is not None else (307, {"Location": "another address"})
+    elif cause is not None and _transport_failure(cause):
+        return unreachable(url, cause)
+    elif isinstance(cause, httpx.HTTPStatusError):  # a user's raise_for_status event hook
+        response = cause.response
+        status, headers = response.status_code, response.headers
+        with contextlib.suppress(httpx.ResponseNotRead):
+            body = response.content
+    elif cause is not None or not isinstance(trace, _Trace):
+        return None
+    elif trace.answer is not None:  # async: a hook raised after the answer
+        status, headers = trace.answer
+    if status is None or 200 <= status < 300:
+        return None
+    try:
+        parse_response(dialect, url, status, headers, body, now)
+    except TokenError as exc:
+        return exc
+    return None
+
+
+class HttpxAuth(AuthCore, httpx.Auth):
+    """``httpx.Client(auth=auth)`` and ``httpx.AsyncClient(auth=auth)``."""
+
+    requires_request_body = False
+    requires_response_body = False
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        return self._drive(self._plan(request, asynchronous=False))
+
+    def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        return self._adrive(self._plan(request, asynchronous=True))
+
+    async def aget_token(self, *, client: httpx.AsyncClient | None = None) -> Token:
+        """The current token, fetched or renewed if needed (asyncio or trio).
+
+        The token request is sent with ``client`` when given (its TLS settings,
+        proxies and transport apply), else with a short-lived client of our own.
+        """
+        token = self._manager.fresh_token()
+        if token is not None:
+            return token
+        obtained: list[Token] = []
+
+        def plan() -> Generator[_Instruction, Any, None]:
+            obtained.append((yield from self._exchange(None, None, asynchronous=True)))
+
+        async with AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(httpx.AsyncClient())
+            flow = self._adrive(plan())
+            stack.push_async_callback(flow.aclose)
+            reply: httpx.Response | None = None
+            error: Exception | None = None
+            while True:
+                try:
+                    request = await (flow.athrow(error) if error else flow.asend(reply))  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return obtained[0]
+                reply, error = None, None
+                try:
+                    reply = await client.send(request, stream=True)
+                except Exception as exc:  # noqa: BLE001 - the plan tells what it means
+                    error = exc
+                else:
+                    stack.push_async_callback(reply.aclose)
+
+    # ---- the plan: every decision of one call, for both drivers -------------------------------
+
+    def _plan(
+        self, request: httpx.Request, *, asynchronous: bool
+    ) -> Generator[_Instruction, Any, None]:
+        if self._hosts is not None and not self._applies(request.url.host):
+            yield request
+            return
+        token = self._manager.fresh_token()
+        if token is None:
+            token = yield from self._exchange(request, None, asynchronous=asynchronous)
+        request.headers["Authorization"] = token.authorization
+        response = yield request
+        if (
+            not self._renews(response.status_code)
+            or not _answered(response, token)
+            or not _replayable(request)
+        ):
+            return
+        yield _Read(response, capped=False)  # frees its connection while we wait for a token
+        renewed = yield from self._exchange(request, token.access_token, asynchronous=asynchronous)
+        if renewed.access_token == token.access_token:
+            return
+        self._replayed(renewed)
+        request.headers["Authorization"] = renewed.authorization
+        yield request
+
+    def _exchange(
+        self, user_request: httpx.Request | None, stale: str | None, *, asynchronous: bool
+    ) -> Generator[_Instruction, Any, Token]:
+        """Obtain a token, sending token requests through the user's own client."""
+        url = self._settings.token_url
+        item = yield _Start(stale)
+        while isinstance(item, Send):
+            token_request = self._to_httpx(item, user_request, asynchronous=asynchronous)
+            try:
+                response = yield token_request
+            except _Closed as closed:  # the user's client failed and ends the call
+                cause = _closing_cause(closed.exit, token_request)
+                error = _closed_by(cause, token_request, self.dialect, url, self._manager.clock())
+                if error is None:
+                    raise
+                try:
+                    yield _Advance(error=CannotRetry(error))  # the flow records the failure
+                except TokenError as final:
+                    raise final from cause
+                raise error from cause
+            except (httpx.TransportError, _RedirectRefused) as exc:  # aget_token's own send
+                now = self._manager.clock()
+                error = _closed_by(exc, token_request, self.dialect, url, now)
+                item = yield _Advance(error=error or unreachable(url, exc))
+                continue
+            try:
+                body = yield _Read(response)
+            except (TokenError, httpx.TransportError) as exc:
+                error = exc if isinstance(exc, TokenError) else unreachable(url, exc)
+                item = yield _Advance(error=error)
+            else:
+                item = yield _Advance(RawResponse(response.status_code, response.headers, body))
+        assert isinstance(item, Token)
+        return item
+
+    def _to_httpx(
+        self, send: Send, user_request: httpx.Request | None, *, asynchronous: bool
+    ) -> httpx.Request:
+        """The token request for httpx, with the user's timeouts cut to the time left."""
+        request = send.request
+        token_request = httpx.Request(
+            request.method, request.url, headers=list(request.headers), content=request.body
+        )
+        token_request.stream = _OneShot(request.body)  # readable by hooks; sent once only
+        connect, read = self._timeout
+        mine = {"connect": connect, "read": read, "write": read, "pool": connect}
+        theirs = user_request.extensions.get("timeout") if user_request is not None else None
+        limits = theirs if isinstance(theirs, dict) else mine
+        token_request.extensions["timeout"] = {
+            phase: send.timeout if limits.get(phase) is None else min(limits[phase], send.timeout)
+            for phase in mine
+        }
+        user_trace = user_request.extensions.get("trace") if user_request is not None else None
+        tracer = _AsyncTrace if asynchronous else _Trace
+        token_request.extensions["trace"] = tracer(token_request.url, user_trace)
+        return token_request
+
+    # ---- the two drivers: blocking and awaiting -----------------------------------------------
+
+    def _drive(
+        self, plan: Generator[_Instruction, Any, None]
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        steps = _Steps(self)
+        reply: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    item = plan.throw(error) if error is not None else plan.send(reply)
+                except StopIteration:
+                    return
+                except _Closed as closed:
+                    raise closed.exit from None
+                reply, error = None, None
+                try:
+                    if isinstance(item, httpx.Request):
+                        reply = yield item
+                    elif isinstance(item, _Read):
+                        body = _Capped(item.response, self._settings.token_url, item.capped)
+                        for chunk in item.response.iter_bytes():
+                            body.add(chunk)
+                        reply = body.body()
+                    else:
+                        reply = steps.do(item)
+                except GeneratorExit as exit_:
+                    error = _Closed(exit_)
+                except Exception as exc:  # noqa: BLE001 - handed to the plan
+                    error = exc
+        finally:
+            steps.close()
+            plan.close()
+
+    async def _adrive(
+        self, plan: Generator[_Instruction, Any, None]
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        steps = _AsyncSteps(self)
+        reply: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    item = plan.throw(error) if error is not None else plan.send(reply)
+                except StopIteration:
+                    return
+                except _Closed as closed:
+                    raise closed.exit from None
+                reply, error = None, None
+                try:
+                    if isinstance(item, httpx.Request):
+                        reply = yield item
+                    elif isinstance(item, _Read):
+                        body = _Capped(item.response, self._settings.token_url, item.capped)
+                        async for chunk in item.response.aiter_bytes():
+                            body.add(chunk)
+                        reply = body.body()
+                    else:
+                        reply = await steps.do(item)
+                except GeneratorExit as exit_:
+                    error = _Closed(exit_)
+                except Exception as exc:  # noqa: BLE001 - handed to the plan
+                    error = exc
+        finally:
+            await steps.aclose()
+            plan.close()
+
+
+class _Steps:
+    """Carries out :class:`_Start` and :class:`_Advance` with the blocking token-flow driver."""
+
+    def __init__(self, auth: HttpxAuth) -> None:
+        self.auth = auth
+        self.driver: Generator[Any, Any, None] | None = None
+
+    def do(self, item: _Start | _Advance) -> Any:
+        if isinstance(item, _Start):
+            self.close()
+            manager = self.auth._manager
+            self.driver = run_sync(manager.flow(item.stale), self.auth._cache)
+            return next(self.driver)
+        assert self.driver is not None
+        if item.error is not None:
+            return self.driver.throw(item.error)
+        return self.driver.send(item.value)
+
+    def close(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+
+
+class _AsyncSteps:
+    """The same as :class:`_Steps`, awaiting (asyncio or trio)."""
+
+    def __init__(self, auth: HttpxAuth) -> None:
+        self.auth = auth
+        self.driver: AsyncGenerator[Any, Any] | None = None
+
+    async def do(self, item: _Start | _Advance) -> Any:
+        if isinstance(item, _Start):
+            await self.aclose()
+            manager = self.auth._manager
+            self.driver = run_async(manager.flow(item.stale), self.auth._cache)
+            return await self.driver.asend(None)
+        assert self.driver is not None
+        if item.error is not None:
+            return await self.driver.athrow(item.error)
+        return await self.driver.asend(item.value)
+
+    async def aclose(self) -> None:
+        if self.driver is not None:
+            await self.driver.aclose()

@@ -1,0 +1,235 @@
+"""The requests room: an ``AuthBase`` that attaches the token and replays a refused request once.
+
+Token requests are sent with blocking requests calls, through the ``session=``
+the user gave or a session of our own (closed by :meth:`RequestsAuth.close`
+or when the auth object goes away). A renewal of a still-valid token runs in a
+daemon thread, so no API request waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Generator
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from chaveiro._dialect import MAX_BODY_BYTES
+from chaveiro._discovery import ProviderMetadata, discovery_url, parse_configuration
+from chaveiro._errors import IssuerUnreachableError, TokenError, excerpt
+from chaveiro._manager import RENEWAL_THREAD, Detach, RawResponse, Send, run_sync
+from chaveiro._token import Token
+from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
+
+__all__ = ["RequestsAuth", "discover"]
+
+logger = logging.getLogger("chaveiro")
+
+_Driver = Generator[Send | Detach | Token, Any, None]
+
+
+def _as_is(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """A requests auth that changes nothing: the token request carries its own credentials."""
+    return request
+
+
+class _OwnSession:
+    """The session chaveiro makes for its token requests when none was given.
+
+    Made at first use, remade in a ``fork()``ed child (pooled connections are
+    never shared between processes), closed by :meth:`close` or when its owner
+    is garbage-collected.
+    """
+
+    __slots__ = ("__weakref__", "_finalizer", "_pid", "_session")
+
+    def __init__(self) -> None:
+        self._session: requests.Session | None = None
+        self._pid = 0
+        self._finalizer: weakref.finalize[[], _OwnSession] | None = None
+
+    def get(self) -> requests.Session:
+        session = self._session
+        if session is None or self._pid != os.getpid():
+            self.close()  # in a child: closes this process's copies of the parent's sockets
+            session = self._session = requests.Session()
+            self._pid = os.getpid()
+            self._finalizer = weakref.finalize(self, session.close)
+        return session
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+        self._session = self._finalizer = None
+
+
+class RequestsAuth(AuthCore, requests.auth.AuthBase):
+    """``session.auth = auth``: a bearer token on every request, one replay when it is refused."""
+
+    _session: requests.Session | None
+    _own_session: _OwnSession
+    _on_response_hook: Any
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._hosts is not None and not self._applies(urlsplit(r.url or "").hostname):
+            return r
+        token = self._manager.fresh_token() or self._obtain_sync(None, background=True)
+        r.headers["Authorization"] = token.authorization
+        if self.replay_on_401:
+            r.hooks["response"].append(self._on_response_hook)
+        return r
+
+    def close(self) -> None:
+        """Close the session chaveiro made for its own token requests (a given one stays open).
+
+        The auth object stays usable: a later token request opens a new session.
+        """
+        self._own_session.close()
+
+    def _requests_session(self) -> requests.Session:
+        return self._session if self._session is not None else self._own_session.get()
+
+    def _obtain_sync(self, stale: str | None, *, background: bool = False) -> Token:
+        """Run the token flow with blocking requests calls.
+
+        With ``background``, a still-valid token that is due for renewal is
+        returned at once while a daemon thread renews it.
+        """
+        driver = run_sync(self._manager.flow(stale, background=background), self._cache)
+        handed_over = False
+        try:
+            item = next(driver)
+            while True:
+                if isinstance(item, Send):
+                    item = self._send_to_flow(driver, item)
+                elif isinstance(item, Detach):
+                    handed_over = self._renew_in_background(driver)
+                    if handed_over:
+                        return item.token
+                    item = driver.send(None)  # no thread to be had: renew right here
+                else:
+                    return item
+        finally:
+            if not handed_over:
+                driver.close()
+
+    def _send_to_flow(self, driver: _Driver, item: Send) -> Send | Detach | Token:
+        try:
+            raw = self._send_requests(item)
+        except TokenError as exc:
+            return driver.throw(exc)
+        return driver.send(raw)
+
+    def _renew_in_background(self, driver: _Driver) -> bool:
+        """Drive the rest of ``driver`` in a daemon thread; False if none could be started."""
+
+        def renew() -> None:
+            try:
+                item = driver.send(None)
+                while isinstance(item, Send):
+                    item = self._send_to_flow(driver, item)
+            except Exception:  # a bug: the flow itself logs every token failure
+                logger.exception("token renewal in the background failed unexpectedly")
+            finally:
+                driver.close()
+
+        thread = threading.Thread(target=renew, name=RENEWAL_THREAD, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutting down, or out of threads
+            return False
+        return True
+
+    def _send_requests(self, send: Send) -> RawResponse:
+        request = send.request
+        session = self._requests_session()
+        connect, read = self._timeout
+        try:
+            response = session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=(min(connect, send.timeout), min(read, send.timeout)),
+                allow_redirects=False,  # credentials go to token_url and nowhere else
+                stream=True,
+                auth=_as_is,  # not session.auth (it may be us) nor .netrc: our headers stand
+                verify=session.verify,  # else REQUESTS_CA_BUNDLE would override it
+            )
+        except requests.HTTPError as exc:  # a raise_for_status hook on the session
+            if exc.response is None:
+                raise unreachable(request.url, exc) from None
+            response = exc.response
+        except requests.RequestException as exc:
+            raise unreachable(request.url, exc) from None
+        with response:
+            if declared_too_large(response.headers):
+                raise too_large(request.url)
+            try:
+                body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
+            except (requests.RequestException, OSError, ValueError) as exc:
+                raise unreachable(request.url, exc) from None
+            if len(body) > MAX_BODY_BYTES:
+                raise too_large(request.url)
+            return RawResponse(response.status_code, dict(response.headers), body)
+
+    def _on_response(self, r: requests.Response, **kwargs: Any) -> requests.Response:
+        if r.status_code not in self._renew_on:
+            return r
+        request = r.request
+        sent = request.headers.get("Authorization")
+        if not isinstance(sent, str) or getattr(request, "_chaveiro_replay", False):
+            return r
+        body: object = request.body
+        rewind = isinstance(getattr(request, "_body_position", None), int)
+        if body is not None and not isinstance(body, bytes | str) and not rewind:
+            logger.info("API answered %d; the request body cannot be replayed", r.status_code)
+            return r
+        r.content  # noqa: B018 - consume the answer first: its connection goes back to the pool
+        r.close()
+        stale = sent.partition(" ")[2]
+        token = self._obtain_sync(stale)
+        if token.access_token == stale:
+            return r
+        retry = request.copy()
+        retry.headers["Authorization"] = token.authorization
+        retry._chaveiro_replay = True  # type: ignore[attr-defined]
+        if rewind:
+            requests.utils.rewind_body(retry)
+        self._replayed(token)
+        replayed = r.connection.send(retry, **kwargs)
+        replayed.history.append(r)
+        replayed.request = retry
+        return replayed
+
+
+def discover(
+    issuer: str, session: requests.Session | None, timeout: float | tuple[float, float]
+) -> ProviderMetadata:
+    """Fetch and parse the discovery document of ``issuer`` (no redirects, bounded size)."""
+    url = discovery_url(issuer)
+    client = session if session is not None else requests.Session()
+    try:
+        with client.get(
+            url,
+            headers={"Accept": "application/json"},
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
+            status, headers = response.status_code, response.headers
+    except (requests.RequestException, OSError, ValueError) as exc:
+        raise IssuerUnreachableError(
+            f"Could not reach the issuer {issuer} at {url} ({type(exc).__name__}:"
+            f" {excerpt(str(exc), 160)}). Check the issuer URL, DNS, proxy settings and network.",
+            issuer=issuer,
+        ) from None
+    finally:
+        if session is None:
+            client.close()
+    return parse_configuration(issuer, status, headers, body)

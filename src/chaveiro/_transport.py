@@ -1,0 +1,139 @@
+"""What every HTTP adapter shares: its state, host scoping, and the reading of failures.
+
+Each HTTP library has its own room (``_requests``, ``_httpx``, ``_aiohttp``);
+each is a mixin over :class:`AuthCore`, and :class:`ClientCredentialsAuth`
+assembles them. This module imports no HTTP library: exceptions from one are
+recognised by their class, looked up only if that library is already loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import sys
+from collections.abc import Mapping
+from typing import ClassVar
+
+from chaveiro._caches import TokenCache
+from chaveiro._config import HostMatcher
+from chaveiro._dialect import MAX_BODY_BYTES, ClientSettings, Dialect
+from chaveiro._errors import (
+    InvalidTokenResponseError,
+    TokenEndpointUnreachableError,
+    excerpt,
+)
+from chaveiro._manager import TokenManager
+from chaveiro._token import Token
+
+__all__ = ["AuthCore", "declared_too_large", "too_large", "unreachable"]
+
+logger = logging.getLogger("chaveiro")
+
+_TIMEOUTS = (
+    ("httpx", "TimeoutException"),
+    ("httpcore", "TimeoutException"),
+    ("requests", "Timeout"),
+    ("aiohttp", "ServerTimeoutError"),
+    ("aiohttp", "ConnectionTimeoutError"),
+)
+_TLS_ERRORS = (("requests.exceptions", "SSLError"), ("aiohttp", "ClientSSLError"))
+
+
+class AuthCore:
+    """The state every HTTP adapter reads; set up by ``ClientCredentialsAuth.__init__``."""
+
+    dialect: ClassVar[Dialect]
+    replay_on_401: bool
+    _settings: ClientSettings
+    _manager: TokenManager
+    _cache: TokenCache
+    _hosts: HostMatcher | None
+    _renew_on: frozenset[int]
+    _timeout: tuple[float, float]
+
+    def _applies(self, host: str | None) -> bool:
+        """True if the token may be sent to ``host`` (``only_hosts=``)."""
+        hosts = self._hosts
+        if hosts is None:
+            return True
+        host = (host or "").lower().rstrip(".")
+        return host in hosts[0] or any(host.endswith(suffix) for suffix in hosts[1])
+
+    def _renews(self, status: int) -> bool:
+        """True if an API answer with ``status`` may mean that our token is dead."""
+        return self.replay_on_401 and status in self._renew_on
+
+    def _replayed(self, token: Token) -> None:
+        self._manager.replayed(token)
+
+
+def _loaded(pairs: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ...]:
+    """The exception classes named in ``pairs`` whose modules are already imported."""
+    found: list[type[BaseException]] = []
+    for module, name in pairs:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return chain
+
+
+def unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
+    """``exc``, raised while sending a token request to ``url``, as our typed error."""
+    chain = _chain(exc)
+    text = " ".join(str(e) for e in chain)
+    retryable = None
+    reason = "tls"
+    tls_errors: tuple[type[BaseException], ...] = (ssl.SSLError, *_loaded(_TLS_ERRORS))
+    timeouts: tuple[type[BaseException], ...] = (TimeoutError, *_loaded(_TIMEOUTS))
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
+        "CERTIFICATE_VERIFY_FAILED" in text
+    ):
+        summary = "TLS verification failed: the certificate is not trusted or not for this host"
+        advice = (
+            "If the endpoint uses a private CA, give it to the HTTP client that sends the"
+            " token request: session.verify='ca.pem' on the requests session passed as"
+            " session=, or httpx.Client(verify=ssl_context); REQUESTS_CA_BUNDLE also works"
+            " for the default session. Do not turn verification off."
+        )
+        retryable = False  # asking again gets the same certificate
+    elif any(isinstance(e, tls_errors) for e in chain):
+        summary = "the TLS handshake failed"
+        advice = "Check that token_url uses the right scheme and port, and any TLS proxy."
+    elif any(isinstance(e, timeouts) for e in chain):
+        summary = "it did not answer in time"
+        advice = "chaveiro will try again after a short pause; timeout= sets the limits."
+        reason = "timeout"
+    else:
+        summary = "no answer"
+        reason = type(exc).__name__
+        advice = "Check the URL, DNS, proxy settings and network."
+    return TokenEndpointUnreachableError(
+        f"Could not reach the token endpoint {url}: {summary} ({type(exc).__name__}:"
+        f" {excerpt(str(exc), 160)}). {advice}",
+        token_url=url,
+        retryable=retryable,
+        reason=reason,
+    )
+
+
+def too_large(url: str) -> InvalidTokenResponseError:
+    return InvalidTokenResponseError(
+        f"The token endpoint {url} sent more than {MAX_BODY_BYTES} bytes: that is not a token"
+        " response. Check token_url.",
+        token_url=url,
+    )
+
+
+def declared_too_large(headers: Mapping[str, str]) -> bool:
+    """True if ``Content-Length`` already says the body is over the cap: refuse it unread."""
+    length = headers.get("Content-Length") or ""  # every HTTP library's headers ignore case
+    return length.strip().isdigit() and int(length) > MAX_BODY_BYTES
