@@ -301,8 +301,17 @@ def _failure(
     retry_after = parse_retry_after(_header(headers, "Retry-After"), now)
     text = excerpt(body)
     if 300 <= status < 400:
-        where = _header(headers, "Location") or "elsewhere"
-        advice = f"It redirects to {excerpt(where, 120)}: set token_url to the final address."
+        where = _header(headers, "Location")
+        target = f"to {excerpt(where, 120)}" if where else "elsewhere"
+        advice = (
+            f"It redirects {target}; chaveiro never sends credentials anywhere but token_url."
+            " Set token_url to the final address."
+        )
+    elif status in (404, 405, 410, 501):
+        advice = (
+            "The URL or the method looks wrong: check token_url (some servers insist on a"
+            " trailing slash) and that the endpoint takes a POST."
+        )
     elif status == 429:
         advice = "It is rate limiting this client: chaveiro waits before asking again."
     elif status >= 500:
@@ -330,13 +339,12 @@ def parse_response(
     """A token from a token endpoint's answer, or the typed error it amounts to."""
     payload = _decode(headers, body)
     if not 200 <= status < 300:
-        has_error = payload is not None and isinstance(payload.get("error"), str)
-        if payload is not None and (
-            (has_error and 400 <= status < 500 and status != 429) or status in (401, 403)
-        ):
-            raise _rejected(dialect, url, status, payload)
-        if payload is None and status in (401, 403):
-            raise _rejected(dialect, url, status, {})
+        code = payload.get("error") if payload is not None else None
+        code = code if isinstance(code, str) else None
+        # RFC 6749 §5.2: an OAuth error answer (400 with an error code; 401 when the client
+        # failed to authenticate). Any other status is the endpoint's failure, not a verdict.
+        if status == 401 or (status == 400 and code) or (status == 403 and code in _HINTS):
+            raise _rejected(dialect, url, status, payload or {})
         raise _failure(url, status, headers, body, now)
     if payload is None:
         raise InvalidTokenResponseError(

@@ -94,6 +94,7 @@ def resilience_knobs() -> None:
         deadline=15.0,
         wait_timeout=20.0,
         only_hosts=["api.example.com", "*.example.org"],
+        renew_on=(401, 403),
     )
     transport = httpx.HTTPTransport(retries=2)
     with httpx.Client(auth=auth, transport=transport, timeout=5.0) as client:
@@ -101,6 +102,7 @@ def resilience_knobs() -> None:
     retry_after: float | None = chaveiro.TokenEndpointError("x").retry_after
     retryable: bool = chaveiro.TokenEndpointError("x").retryable
     del retry_after, retryable
+    auth.close()
 
 
 async def aget_token_with_a_client() -> None:
