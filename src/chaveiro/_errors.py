@@ -217,7 +217,22 @@ class TokenEndpointError(TokenError):
 
 
 class TokenEndpointUnreachableError(TokenEndpointError):
-    """No HTTP answer from the token endpoint: DNS, connection, TLS or timeout."""
+    """No HTTP answer from the token endpoint: DNS, connection, TLS or timeout.
+
+    ``reason`` names the cause in one stable word: ``timeout``, ``tls``, or the
+    class name of the HTTP library's exception (``ConnectError``, ...).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        token_url: str = "",
+        retryable: bool | None = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(message, token_url=token_url, retryable=retryable)
+        self.reason = reason
 
 
 class InvalidTokenResponseError(TokenError):

@@ -123,6 +123,7 @@ def unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
     chain = _chain(exc)
     text = " ".join(str(e) for e in chain)
     retryable = None
+    reason = "tls"
     tls_errors: tuple[type[BaseException], ...] = (ssl.SSLError, *_loaded(_TLS_ERRORS))
     timeouts: tuple[type[BaseException], ...] = (TimeoutError, *_loaded(_TIMEOUTS))
     if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
@@ -148,14 +149,17 @@ def unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
     elif any(isinstance(e, timeouts) for e in chain):
         summary = "it did not answer in time"
         advice = "chaveiro will try again after a short pause; timeout= sets the limits."
+        reason = "timeout"
     else:
         summary = "no answer"
+        reason = type(exc).__name__
         advice = "Check the URL, DNS, proxy settings and network."
     return TokenEndpointUnreachableError(
         f"Could not reach the token endpoint {url}: {summary} ({type(exc).__name__}:"
         f" {excerpt(str(exc), 160)}). {advice}",
         token_url=url,
         retryable=retryable,
+        reason=reason,
     )
 
 
