@@ -26,3 +26,11 @@ def call_api(carrier: ClientCredentialsAuth | requests.Session, url: str) -> tup
     wait_for_renewals()
     auth.close()
     return os.getpid(), codes
+
+
+def fetch_token(auth: ClientCredentialsAuth) -> str:
+    """A token fetched in this process (no API call)."""
+    token = auth.get_token().access_token
+    wait_for_renewals()
+    auth.close()
+    return token

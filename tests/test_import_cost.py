@@ -15,10 +15,13 @@ import pytest
 from chaveiro.testing import FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
-ON_USE = ("authlib", "joserfc", "cryptography", "redis", "trio", "asyncio", "zoneinfo", "httpcore")
-"""Loaded only by the feature that needs them: JWT client authentication, RedisCache,
-trio, asyncio, Bitize's time zone, an httpx client's transport (httpcore imports trio
-when it is installed)."""
+ON_USE = (
+    *("authlib", "joserfc", "cryptography", "redis", "trio", "asyncio", "zoneinfo", "httpcore"),
+    *("opentelemetry", "trustme"),
+)
+"""Loaded only by the feature that needs them: JWT client authentication (and client
+certificates), RedisCache, trio, asyncio, Bitize's time zone, an httpx client's transport
+(httpcore imports trio when it is installed), telemetry, the fake provider's mTLS mode."""
 HTTP = ("requests", "httpx", "httpcore", "urllib3", "h11")
 
 

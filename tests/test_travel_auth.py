@@ -7,7 +7,9 @@ when a shared cache holds a fresh token it sends no token request of its own.
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import multiprocessing
 import pickle
 from collections.abc import Callable, Iterator
@@ -28,12 +30,13 @@ from chaveiro import (
     ScorePositivoAuth,
     StackSpotAuth,
     TokenCache,
+    client_tls,
 )
 from chaveiro._discovery import discovered
 from chaveiro.providers import PROVIDERS
 from chaveiro.testing import FakeTokenServer
 from chaveiro.testing.pytest_plugin import TEST_CLIENT_ID, TEST_CLIENT_SECRET
-from tests._travel_worker import call_api
+from tests._travel_worker import call_api, fetch_token
 
 Build = Callable[[FakeTokenServer], ClientCredentialsAuth]
 ID, SECRET = TEST_CLIENT_ID, TEST_CLIENT_SECRET
@@ -209,3 +212,28 @@ def test_process_pool_executor_with_a_session_carrying_the_auth(
     assert [codes for _, codes in results] == [[200, 200]] * 4
     assert server.token_requests == 1
     session.close()
+
+
+def test_a_client_certificate_travels(tmp_path: Path):
+    """An mTLS auth object goes to a spawn worker, which fetches a certificate-bound token."""
+    with FakeTokenServer(mtls=True) as server:
+        server.add_client("pix", tls_client_auth_san_dns="pix.example")
+        cert = server.issue_client_cert("pix.example", common_name="Empresa Pix")
+        p12 = tmp_path / "empresa.p12"
+        p12.write_bytes(cert.to_pkcs12("senha-do-pfx"))
+        tls = client_tls(p12, "senha-do-pfx", verify=server.ca_file)
+        auth = ClientCredentialsAuth(
+            server.oauth_token_url, "pix", auth_method="tls_client_auth", client_cert=tls
+        )
+        same = copy.deepcopy(auth)
+        assert same.tls is not None
+        assert same.tls.thumbprint == cert.thumbprint
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            [token] = pool.map(fetch_token, [auth])
+            pool.close()
+            pool.join()
+        assert server.token_requests == 1
+        assert server.token_request_log[0].client_cert_thumbprint == cert.thumbprint
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==="))
+        assert claims["cnf"] == {"x5t#S256": cert.thumbprint}
+        tls.close()

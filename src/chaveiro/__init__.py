@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from chaveiro._auth import ClientCredentialsAuth
     from chaveiro._caches import FileCache, MemoryCache, TokenCache
+    from chaveiro._certs import ClientTLS, client_tls
     from chaveiro._errors import (
         ChaveiroError,
+        ClientCertificateError,
         ConfigurationError,
         CredentialsRejectedError,
         DiscoveryError,
@@ -38,7 +40,9 @@ __all__ = [
     "BitizeAuth",
     "ChaveiroError",
     "CidadaoAuth",
+    "ClientCertificateError",
     "ClientCredentialsAuth",
+    "ClientTLS",
     "ConfigurationError",
     "CredentialsRejectedError",
     "DiscoveryError",
@@ -57,13 +61,16 @@ __all__ = [
     "TokenEndpointError",
     "TokenEndpointUnreachableError",
     "TokenError",
+    "client_tls",
 ]
 
 _SOURCES = {
     "chaveiro._auth": ("ClientCredentialsAuth",),
     "chaveiro._caches": ("FileCache", "MemoryCache", "TokenCache"),
+    "chaveiro._certs": ("ClientTLS", "client_tls"),
     "chaveiro._errors": (
         "ChaveiroError",
+        "ClientCertificateError",
         "ConfigurationError",
         "CredentialsRejectedError",
         "DiscoveryError",

@@ -65,7 +65,15 @@ class _Read:
     capped: bool = True
 
 
-_Instruction = httpx.Request | _Start | _Advance | _Read
+@dataclass(frozen=True, slots=True)
+class _TokenRequest:
+    """Send our token ``request`` through the user's client; reply: its response."""
+
+    request: httpx.Request
+
+
+_Instruction = httpx.Request | _TokenRequest | _Start | _Advance | _Read
+"""A bare request is the user's own; a close of the flow while it is out needs no telling."""
 
 
 class _Closed(Exception):  # noqa: N818 - never leaves this module
@@ -152,7 +160,8 @@ class HttpxAuth(AuthCore, httpx.Auth):
 
         async with AsyncExitStack() as stack:
             if client is None:
-                client = await stack.enter_async_context(httpx.AsyncClient())
+                verify = True if self._tls is None else self._tls.ssl_context
+                client = await stack.enter_async_context(httpx.AsyncClient(verify=verify))
             flow = self._adrive(plan())
             stack.push_async_callback(flow.aclose)
             reply: httpx.Response | None = None
@@ -209,7 +218,7 @@ class HttpxAuth(AuthCore, httpx.Auth):
         while isinstance(item, Send):
             token_request = self._to_httpx(item, user_request, asynchronous=asynchronous)
             try:
-                response = yield token_request
+                response = yield _TokenRequest(token_request)
             except _Closed as closed:  # the user's client failed and ends the call
                 cause = closing_cause(closed.exit, token_request)
                 error = closed_by(cause, token_request, self.dialect, url, self._manager.clock())
@@ -262,7 +271,7 @@ class HttpxAuth(AuthCore, httpx.Auth):
     def _drive(
         self, plan: Generator[_Instruction, Any, None]
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        steps = _Steps(self)
+        steps: _Steps | None = None
         reply: Any = None
         error: BaseException | None = None
         try:
@@ -276,26 +285,31 @@ class HttpxAuth(AuthCore, httpx.Auth):
                 reply, error = None, None
                 try:
                     if isinstance(item, httpx.Request):
-                        reply = yield item
+                        reply = yield item  # closed here: nothing of ours is out
+                    elif isinstance(item, _TokenRequest):
+                        try:
+                            reply = yield item.request
+                        except GeneratorExit as exit_:
+                            error = _Closed(exit_)
                     elif isinstance(item, _Read):
                         body = _Capped(item.response, self._settings.token_url, item.capped)
                         for chunk in item.response.iter_bytes():
                             body.add(chunk)
                         reply = body.body()
                     else:
+                        steps = steps or _Steps(self)
                         reply = steps.do(item)
-                except GeneratorExit as exit_:
-                    error = _Closed(exit_)
                 except Exception as exc:  # noqa: BLE001 - handed to the plan
                     error = exc
         finally:
-            steps.close()
+            if steps is not None:
+                steps.close()
             plan.close()
 
     async def _adrive(
         self, plan: Generator[_Instruction, Any, None]
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        steps = _AsyncSteps(self)
+        steps: _AsyncSteps | None = None
         reply: Any = None
         error: BaseException | None = None
         try:
@@ -309,20 +323,25 @@ class HttpxAuth(AuthCore, httpx.Auth):
                 reply, error = None, None
                 try:
                     if isinstance(item, httpx.Request):
-                        reply = yield item
+                        reply = yield item  # closed here: nothing of ours is out
+                    elif isinstance(item, _TokenRequest):
+                        try:
+                            reply = yield item.request
+                        except GeneratorExit as exit_:
+                            error = _Closed(exit_)
                     elif isinstance(item, _Read):
                         body = _Capped(item.response, self._settings.token_url, item.capped)
                         async for chunk in item.response.aiter_bytes():
                             body.add(chunk)
                         reply = body.body()
                     else:
+                        steps = steps or _AsyncSteps(self)
                         reply = await steps.do(item)
-                except GeneratorExit as exit_:
-                    error = _Closed(exit_)
                 except Exception as exc:  # noqa: BLE001 - handed to the plan
                     error = exc
         finally:
-            await steps.aclose()
+            if steps is not None:
+                await steps.aclose()
             plan.close()
 
 

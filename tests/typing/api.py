@@ -110,3 +110,17 @@ async def aget_token_with_a_client() -> None:
     async with httpx.AsyncClient(verify=True) as client:
         token = await auth.aget_token(client=client)
     del token
+
+
+def with_client_certificates() -> None:
+    tls: chaveiro.ClientTLS = chaveiro.client_tls("empresa.p12", "senha", verify="ca.pem")
+    pair = chaveiro.client_tls(("empresa.crt", "empresa.key"))
+    with httpx.Client(verify=tls.ssl_context) as client:
+        client.get("https://pix.example.com/v2/cob")
+    session = requests.Session()
+    session.cert, session.verify = pair.requests_cert, pair.verify
+    thumbprint: str = tls.thumbprint
+    del thumbprint
+    tls.close()
+    error: chaveiro.ConfigurationError = chaveiro.ClientCertificateError("no certificate")
+    del error
