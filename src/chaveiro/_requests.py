@@ -12,11 +12,12 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, overload
 from urllib.parse import urlsplit
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._discovery import ProviderMetadata, discovery_url, parse_configuration
@@ -24,6 +25,9 @@ from chaveiro._errors import IssuerUnreachableError, TokenError, excerpt
 from chaveiro._manager import RENEWAL_THREAD, Detach, RawResponse, Send, run_sync
 from chaveiro._token import Token
 from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
+
+if TYPE_CHECKING:
+    from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
 __all__ = ["RequestsAuth", "discover"]
 
@@ -73,12 +77,31 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
     _session: requests.Session | None
     _own_session: _OwnSession
     _on_response_hook: Any
+    _middleware: Callable[[Any, Any], Any]
+    """The aiohttp middleware (:mod:`chaveiro._aiohttp`), which shares ``__call__``."""
 
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+    @overload
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest: ...
+
+    @overload
+    def __call__(
+        self, r: ClientRequest, handler: ClientHandlerType
+    ) -> Coroutine[Any, Any, ClientResponse]: ...
+
+    def __call__(self, r: Any, handler: Any = None) -> Any:
+        """requests calls ``auth(prepared_request)``; aiohttp calls ``auth(request, handler)``."""
+        if handler is not None:
+            return self._middleware(r, handler)
         if self._hosts is not None and not self._applies(urlsplit(r.url or "").hostname):
             return r
         token = self._manager.fresh_token() or self._obtain_sync(None, background=True)
-        r.headers["Authorization"] = token.authorization
+        headers = r.headers
+        if type(headers) is CaseInsensitiveDict:
+            # What its __setitem__ does, without the call: this is every request's hot path.
+            store = headers._store  # type: ignore[attr-defined]
+            store["authorization"] = ("Authorization", token.authorization)
+        else:
+            headers["Authorization"] = token.authorization
         if self.replay_on_401:
             r.hooks["response"].append(self._on_response_hook)
         return r
