@@ -25,9 +25,8 @@ chaveiro`` never loads it.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._errors import ConfigurationError, TokenError
@@ -68,13 +67,10 @@ def _call_of(request: ClientRequest) -> object:
 class AiohttpMiddleware(AuthCore):
     """``aiohttp.ClientSession(middlewares=(auth,))``: the token on every request it may go to."""
 
-    def _middleware(
+    async def _middleware(
         self, request: ClientRequest, handler: ClientHandlerType
-    ) -> Coroutine[Any, Any, ClientResponse]:
-        """What ``auth(request, handler)`` returns for aiohttp: the middleware's coroutine."""
-        return self._through(request, handler)
-
-    async def _through(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+    ) -> ClientResponse:
+        """``auth(request, handler)``: what aiohttp awaits for every request and redirect hop."""
         redirected = _REDIRECTED.get()
         origin = None
         if redirected is not None and redirected.call is _call_of(request):
@@ -82,7 +78,11 @@ class AiohttpMiddleware(AuthCore):
         if (origin is None or origin == request.url.origin()) and (
             self._hosts is None or self._applies(request.url.host)
         ):
-            response = await self._authorized(request, handler)
+            token = self._manager.fresh_token() or await self._aobtain(request.session, None)
+            request.headers["Authorization"] = token.authorization
+            response = await handler(request)
+            if self.replay_on_401 and response.status in self._renew_on:
+                response = await self._replay(request, handler, response, token)
         else:
             response = await handler(request)
         if response.status in _REDIRECTS and (
@@ -95,19 +95,21 @@ class AiohttpMiddleware(AuthCore):
             _REDIRECTED.set(None)
         return response
 
-    async def _authorized(
-        self, request: ClientRequest, handler: ClientHandlerType
+    async def _replay(
+        self,
+        request: ClientRequest,
+        handler: ClientHandlerType,
+        refused: ClientResponse,
+        token: Token,
     ) -> ClientResponse:
-        token = self._manager.fresh_token() or await self._aobtain(request.session, None)
-        request.headers["Authorization"] = token.authorization
-        response = await handler(request)
-        if not self._renews(response.status) or not _replayable(request):
-            return response
-        await response.read()  # still readable by the caller; its connection goes back to the pool
+        """``refused`` answered ``token``: renew it (once for all callers), send again once."""
+        if not _replayable(request):
+            return refused
+        await refused.read()  # still readable by the caller; its connection goes back to the pool
         renewed = await self._aobtain(request.session, token.access_token)
         if renewed.access_token == token.access_token:
-            return response
-        response.release()
+            return refused
+        refused.release()
         self._replayed(renewed)
         request.headers["Authorization"] = renewed.authorization
         return await handler(request)
