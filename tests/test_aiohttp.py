@@ -60,6 +60,7 @@ async def serving(handler: Handler) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+        await asyncio.sleep(0)  # the connections it closed finish closing while the loop runs
 
 
 class Api:
