@@ -5,11 +5,31 @@
 
 Prints µs per call of the auth step alone, and end-to-end µs per request against
 a local server (median of interleaved rounds). Figures, not assertions.
+
+Then the cost of telemetry on that auth step: the same warm-token measurement in
+child processes where opentelemetry cannot be imported, where opentelemetry-api
+is loaded with no SDK, and where an SDK with in-memory exporters is installed
+(interleaved rounds; the ratios against "without" should be 1.00 within noise).
+
+    .venv/bin/python benchmarks/overhead.py [--telemetry-only]
 """
 
 from __future__ import annotations
 
+import sys
+
+if "--without-opentelemetry" in sys.argv:  # before anything can import it
+
+    class _Blocker:
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name == "opentelemetry" or name.startswith("opentelemetry."):
+                raise ImportError(f"{name} is blocked for this measurement")
+
+    sys.meta_path.insert(0, _Blocker())
+
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Generator
 
@@ -130,7 +150,99 @@ def report(title: str, figures: dict[str, float]) -> None:
         print(f"  {name:<20} {value:8.2f}{ratio}")
 
 
+TELEMETRY_VARIANTS = {
+    "without opentelemetry": "--without-opentelemetry",
+    "opentelemetry-api, no SDK": "--api",
+    "opentelemetry SDK": "--sdk",
+}
+TELEMETRY_ROUNDS = 7
+
+
+def _install_sdk() -> None:
+    # Only in the child that measures with an SDK: the others must not load it.
+    from opentelemetry import metrics, trace  # noqa: PLC0415
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+def warm_step() -> None:
+    """In a child: µs per warm-token auth step, requests and httpx, as JSON on stdout."""
+    if "--sdk" in sys.argv:
+        _install_sdk()
+    with FakeTokenServer() as server:
+        server.add_client("bench", "bench-secret")
+        auth = ClientCredentialsAuth(server.oauth_token_url, "bench", "bench-secret")
+        auth.get_token()  # the fetch: loads opentelemetry if it can
+        loaded = "opentelemetry.trace" in sys.modules
+        url = server.api_url()
+        preps = [requests.Request("GET", url).prepare() for _ in range(STEP_CALLS)]
+        hx = httpx.Request("GET", url)
+
+        def requests_step() -> float:
+            for p in preps:
+                p.hooks["response"].clear()
+            it = iter(preps)
+            return per_call(lambda: auth(next(it)), STEP_CALLS)
+
+        def httpx_step() -> float:
+            return per_call(lambda: next(auth.sync_auth_flow(hx)), STEP_CALLS)
+
+        figures = median_rounds({"requests": requests_step, "httpx": httpx_step})
+    print(json.dumps({**figures, "loaded": loaded}))
+
+
+def telemetry_cost() -> None:
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {"requests": [], "httpx": []} for name in TELEMETRY_VARIANTS
+    }
+    loaded: dict[str, bool] = {}
+    for _ in range(TELEMETRY_ROUNDS):
+        for name, flag in TELEMETRY_VARIANTS.items():  # interleaved, like the rounds above
+            child = subprocess.run(
+                [sys.executable, __file__, "--warm-step", flag],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            )
+            figures = json.loads(child.stdout)
+            loaded[name] = figures["loaded"]
+            for library in ("requests", "httpx"):
+                samples[name][library].append(figures[library])
+    print(
+        f"warm-token auth step with and without telemetry (µs/call: median of"
+        f" {TELEMETRY_ROUNDS} child runs, [fastest-slowest run]; x: against 'without')"
+    )
+    base = {lib: statistics.median(v) for lib, v in samples["without opentelemetry"].items()}
+    for name, by_library in samples.items():
+        cells = []
+        for library, values in by_library.items():
+            value = statistics.median(values)
+            cells.append(
+                f"{library} {value:5.2f} [{min(values):.2f}-{max(values):.2f}]"
+                f" {value / base[library]:.2f}x"
+            )
+        state = "loaded" if loaded[name] else "not importable"
+        print(f"  {name:<26} {'   '.join(cells)}   (opentelemetry {state})")
+
+
 def main() -> None:
+    if "--warm-step" in sys.argv:
+        warm_step()
+        return
+    if "--telemetry-only" in sys.argv:
+        telemetry_cost()
+        return
     with FakeTokenServer() as server:
         server.add_client("bench", "bench-secret")
         auth = ClientCredentialsAuth(server.oauth_token_url, "bench", "bench-secret")
@@ -140,6 +252,7 @@ def main() -> None:
         auth_step(auth, floor, token.authorization, url)
         end_to_end(auth, floor, url)
         print(f"token requests: {server.token_requests}")
+    telemetry_cost()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import requests
 import trustme
 from aiohttp import web
 
+import chaveiro
 from chaveiro import (
     ClientCredentialsAuth,
     ConfigurationError,
@@ -535,6 +536,26 @@ async def test_an_untrusted_certificate_is_a_clear_error(tls_server: FakeTokenSe
     assert "TCPConnector(ssl=" in str(caught.value)
     assert not caught.value.retryable
     assert tls_server.token_requests == 0  # no handshake, no request
+
+
+async def test_client_certificate_through_the_sessions_connector(tmp_path):
+    """mTLS (tls_client_auth): the connector presents auth.tls; the token is bound to it."""
+    with FakeTokenServer(mtls=True) as mtls:
+        mtls.add_client("pix", tls_client_auth_san_dns="pix.example")
+        cert = mtls.issue_client_cert("pix.example", common_name="Empresa Pix")
+        (tmp_path / "c.p12").write_bytes(cert.to_pkcs12("senha-9876"))
+        tls = chaveiro.client_tls(tmp_path / "c.p12", "senha-9876", verify=mtls.ca_file)
+        auth = ClientCredentialsAuth(
+            mtls.oauth_token_url, "pix", auth_method="tls_client_auth", client_cert=tls
+        )
+        assert auth.tls is not None
+        connector = aiohttp.TCPConnector(ssl=auth.tls.ssl_context, force_close=True)
+        async with aiohttp.ClientSession(connector=connector, middlewares=(auth,)) as session:
+            assert await get(session, mtls.api_url()) == 200
+            assert await get(session, mtls.api_url()) == 200
+        assert mtls.token_requests == 1
+        assert mtls.token_request_log[0].client_cert_thumbprint == cert.thumbprint
+        tls.close()
 
 
 # ---- the optional extra ------------------------------------------------------------------------

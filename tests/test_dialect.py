@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, unquote_plus
 
+import httpx
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -17,8 +21,15 @@ from chaveiro import (
     InvalidTokenResponseError,
     TokenEndpointError,
 )
-from chaveiro._dialect import OAUTH2, ClientSettings, build_request, parse_response
-from chaveiro.testing import FakeTokenServer
+from chaveiro._dialect import (
+    OAUTH2,
+    ClientSettings,
+    Dialect,
+    TokenRequest,
+    build_request,
+    parse_response,
+)
+from chaveiro.testing import ClientCertificate, FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
 NOW = 1_800_000_000.0
@@ -213,3 +224,123 @@ def test_short_secret_with_client_secret_jwt(server: FakeTokenServer, make_auth)
     server.add_client("short", "abc")
     auth = make_auth(client_id="short", client_secret="abc", auth_method="client_secret_jwt")
     assert auth.get_token().access_token in server.issued_tokens
+
+
+# --- client certificates (RFC 8705) and the bank quirks -------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["tls_client_auth", "self_signed_tls_client_auth"])
+def test_certificate_methods_send_the_client_id_and_no_secret(method: str):
+    """tls_client_auth: client_id in the form, no secret, no Authorization header."""
+    request = build_request(
+        OAUTH2, settings(auth_method=method, client_secret=None, scope="cob.read"), NOW
+    )
+    assert parse_qs(request.body.decode()) == {
+        "grant_type": ["client_credentials"],
+        "client_id": ["id"],
+        "scope": ["cob.read"],
+    }
+    assert "Authorization" not in dict(request.headers)
+    assert request.url == URL
+
+
+def test_certificate_methods_refuse_a_secret():
+    """A secret given with tls_client_auth is a mistake, named with what to do instead."""
+    with pytest.raises(ConfigurationError, match="client_secret_post"):
+        settings(auth_method="tls_client_auth")
+
+
+def test_basic_with_a_json_body():
+    """Efí: HTTP Basic and the grant as a JSON object, from the dialect or the settings."""
+    for dialect, options in [
+        (Dialect(body_format="json"), {}),
+        (OAUTH2, {"body_format": "json"}),
+    ]:
+        request = build_request(dialect, settings(**options), NOW)
+        headers = dict(request.headers)
+        assert headers["Authorization"].startswith("Basic ")
+        assert headers["Content-Type"] == "application/json"
+        assert json.loads(request.body) == {"grant_type": "client_credentials"}
+    form = build_request(Dialect(body_format="json"), settings(body_format="form"), NOW)
+    assert dict(form.headers)["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+def test_grant_type_in_the_query_string():
+    """Santander: grant_type in the URL, credentials in the form; a URL's own query is kept."""
+    request = build_request(
+        OAUTH2, settings(auth_method="client_secret_post", grant_type_in="query"), NOW
+    )
+    assert request.url == URL + "?grant_type=client_credentials"
+    assert parse_qs(request.body.decode()) == {"client_id": ["id"], "client_secret": ["secret"]}
+    dialect = Dialect(grant_type_in="query")
+    kept = build_request(dialect, settings(token_url=URL + "?tenant=a"), NOW)
+    assert kept.url == URL + "?tenant=a&grant_type=client_credentials"
+    refresh = build_request(dialect, settings(), NOW, refresh_token="r1")
+    assert refresh.url == URL + "?grant_type=refresh_token"
+    assert parse_qs(refresh.body.decode()) == {"refresh_token": ["r1"]}
+    in_body = build_request(dialect, settings(grant_type_in="body"), NOW)
+    assert in_body.url == URL
+
+
+@pytest.mark.parametrize(("option", "value"), [("body_format", "xml"), ("grant_type_in", "header")])
+def test_unknown_placements_are_refused(option: str, value: str):
+    """body_format and grant_type_in accept only the values they name."""
+    with pytest.raises(ConfigurationError, match=option):
+        settings(**{option: value})
+
+
+def _send(
+    server: FakeTokenServer, request: TokenRequest, context: ssl.SSLContext
+) -> httpx.Response:
+    with httpx.Client(verify=context, timeout=10) as client:
+        return client.post(request.url, content=request.body, headers=list(request.headers))
+
+
+@pytest.fixture
+def mtls_server() -> Iterator[FakeTokenServer]:
+    with FakeTokenServer(mtls=True) as srv:
+        yield srv
+
+
+def _context(server: FakeTokenServer, cert: ClientCertificate, tmp_path: Path) -> ssl.SSLContext:
+    pem = tmp_path / "client.pem"
+    pem.write_bytes(cert.combined_pem)
+    context = ssl.create_default_context(cafile=server.ca_file)
+    context.load_cert_chain(pem)
+    return context
+
+
+def test_tls_client_auth_request_is_accepted_over_mtls(mtls_server: FakeTokenServer, tmp_path):
+    """The request tls_client_auth builds gets a token bound to the certificate."""
+    cert = mtls_server.issue_client_cert("pix.example")
+    mtls_server.add_client("pix", tls_client_auth_san_dns="pix.example")
+    options = {"client_id": "pix", "client_secret": None, "auth_method": "tls_client_auth"}
+    request = build_request(OAUTH2, settings(token_url=mtls_server.oauth_token_url, **options), NOW)
+    response = _send(mtls_server, request, _context(mtls_server, cert, tmp_path))
+    assert response.status_code == 200, response.text
+    token = parse_response(OAUTH2, request.url, 200, response.headers, response.content, NOW)
+    assert token.access_token in mtls_server.issued_tokens
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"body_format": "json"},
+        {"auth_method": "client_secret_post", "grant_type_in": "query"},
+    ],
+)
+def test_bank_shapes_are_accepted_by_the_server(mtls_server: FakeTokenServer, tmp_path, options):
+    """Basic + JSON (Efí) and grant_type in the query (Santander) reach a token."""
+    cert = mtls_server.issue_client_cert("app.example")
+    mtls_server.add_client("app", "app-secret")
+    built = settings(
+        token_url=mtls_server.oauth_token_url,
+        client_id="app",
+        client_secret="app-secret",
+        **options,
+    )
+    response = _send(
+        mtls_server, build_request(OAUTH2, built, NOW), _context(mtls_server, cert, tmp_path)
+    )
+    assert response.status_code == 200, response.text
+    assert mtls_server.grants == ["client_credentials"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import threading
 import time
@@ -335,3 +336,39 @@ def test_raise_for_status_hook_on_the_token_session(server: FakeTokenServer, mak
     with pytest.raises(CredentialsRejectedError, match="invalid_client"):
         auth.get_token()
     assert server.token_requests == 1
+
+
+def _pools(session: requests.Session) -> int:
+    return len(session.get_adapter("http://").poolmanager.pools)
+
+
+def test_close_closes_our_own_session_only(server: FakeTokenServer, make_auth):
+    """close() closes the session chaveiro made, not a given one; the auth object goes on."""
+    auth = make_auth()
+    auth.get_token()
+    own = auth._own_session._session
+    assert own is not None
+    assert _pools(own) == 1
+    auth.close()
+    assert _pools(own) == 0
+    given = requests.Session()
+    mine = make_auth(session=given, scope="other")
+    mine.get_token()
+    mine.close()
+    assert _pools(given) == 1
+    given.close()
+    server.revoke_all()
+    assert requests.get(server.api_url(), auth=auth, timeout=5).status_code == 200  # reopened
+    auth.close()
+
+
+def test_our_session_is_closed_when_the_auth_object_goes_away(server: FakeTokenServer, make_auth):
+    """No close() call: the session is closed when the auth object is garbage-collected."""
+    auth = make_auth()
+    auth.get_token()
+    own = auth._own_session._session
+    assert own is not None
+    assert _pools(own) == 1
+    del auth
+    gc.collect()
+    assert _pools(own) == 0

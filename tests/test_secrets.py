@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from chaveiro import ChaveiroError, ClientCredentialsAuth
+from chaveiro._errors import excerpt
 from chaveiro.testing import Failure, FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, assert_no_secrets
 
@@ -156,3 +157,21 @@ def test_the_scan_itself_can_fail():
     """The scanning helper does catch a leak (so the test above can fail)."""
     with pytest.raises(AssertionError):
         assert_no_secrets(["token is abc123secret"], ["abc123secret"])
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "CERTIFICATE_VERIFY_FAILED",
+    ],
+)
+def test_tls_reason_codes_are_never_redacted(reason: str):
+    """OpenSSL reason codes are shown; a token of the same length next to them is not."""
+    token = "AbCdEf0123456789GhIjKl0123456789MnOp"
+    text = excerpt(f"[SSL: {reason}] alert ({token}) A00000100000100000_0")
+    assert reason in text
+    assert token not in text
+    assert "A00000100000100000_0" not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import math
@@ -155,6 +156,20 @@ def test_identity_key_depends_on_extra_fields():
     a = Identity.of("https://idp/token", "id", "s", None, {"audience": "x"})
     b = Identity.of("https://idp/token", "id", "s", None, {"audience": "y"})
     assert a.key != b.key
+
+
+def test_identity_key_depends_on_the_client_certificate():
+    """Two certificates for one client id are two identities; no certificate keeps the old key."""
+    plain = Identity.of("https://idp/token", "id", "")
+    one = Identity.of("https://idp/token", "id", "", thumbprint="thumb-one")
+    two = Identity.of("https://idp/token", "id", "", thumbprint="thumb-two")
+    assert len({plain.key, one.key, two.key}) == 3
+    assert one != two
+    assert one == Identity.of("https://idp/token", "id", "", thumbprint="thumb-one")
+    assert Identity.of("https://idp/token", "id", "", thumbprint="") == plain
+    digest = hashlib.sha256(b"chaveiro-secret\0").hexdigest()
+    canonical = json.dumps(["https://idp/token", "id", "", [], digest])
+    assert plain.key == hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
 def test_normalize_scope():

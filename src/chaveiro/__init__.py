@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from chaveiro._auth import ClientCredentialsAuth
 from chaveiro._caches import FileCache, MemoryCache, TokenCache
+from chaveiro._certs import ClientTLS, client_tls
 from chaveiro._errors import (
     ChaveiroError,
+    ClientCertificateError,
     ConfigurationError,
     CredentialsRejectedError,
     DiscoveryError,
@@ -33,7 +35,9 @@ __all__ = [
     "BitizeAuth",
     "ChaveiroError",
     "CidadaoAuth",
+    "ClientCertificateError",
     "ClientCredentialsAuth",
+    "ClientTLS",
     "ConfigurationError",
     "CredentialsRejectedError",
     "DiscoveryError",
@@ -52,6 +56,7 @@ __all__ = [
     "TokenEndpointError",
     "TokenEndpointUnreachableError",
     "TokenError",
+    "client_tls",
 ]
 
 for _name in __all__:

@@ -16,6 +16,7 @@ import requests
 
 from chaveiro._aiohttp import AiohttpMiddleware
 from chaveiro._caches import TokenCache, default_cache
+from chaveiro._certs import ClientCert, ClientTLS, client_tls
 from chaveiro._config import (
     DEFAULT_TIMEOUT,
     AuthOptions,
@@ -28,7 +29,7 @@ from chaveiro._config import (
     host_matcher,
     read_env,
 )
-from chaveiro._dialect import OAUTH2, ClientSettings, Dialect
+from chaveiro._dialect import CERTIFICATE_METHODS, OAUTH2, ClientSettings, Dialect
 from chaveiro._discovery import choose_auth_method, discovered
 from chaveiro._errors import ConfigurationError, MissingSettingError
 from chaveiro._httpx import HttpxAuth
@@ -69,6 +70,10 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         private_key: str | bytes | None = None,
         signing_alg: str | None = None,
         key_id: str | None = None,
+        client_cert: ClientCert | ClientTLS | None = None,
+        client_cert_password: str | bytes | None = None,
+        body_format: str | None = None,
+        grant_type_in: str | None = None,
         cache: TokenCache | None = None,
         leeway: float = DEFAULT_LEEWAY,
         replay_on_401: bool = True,
@@ -86,7 +91,9 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         url = check_url(token_url, allow_insecure_http=allow_insecure_http)
         cid = clean("client_id", client_id)
         assert cid is not None
-        secret = clean("client_secret", client_secret, required=private_key is None)
+        tls = _load_client_cert(client_cert, client_cert_password, auth_method)
+        no_secret = private_key is not None or auth_method in CERTIFICATE_METHODS
+        secret = clean("client_secret", client_secret, required=not no_secret)
         if isinstance(private_key, str):
             private_key = encodable("private_key", private_key).encode()
         given: dict[object, object] = dict((extra_params or {}).items())
@@ -113,8 +120,17 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             private_key=private_key,
             signing_alg=signing_alg,
             key_id=key_id,
+            body_format=body_format,  # type: ignore[arg-type]  # checked by ClientSettings
+            grant_type_in=grant_type_in,  # type: ignore[arg-type]
         )
-        identity = Identity.of(url, cid, secret or private_key or b"", self._settings.scope, extra)
+        identity = Identity.of(
+            url,
+            cid,
+            secret or private_key or b"",
+            self._settings.scope,
+            extra,
+            thumbprint=None if tls is None else tls.thumbprint,
+        )
         self._cache = cache if cache is not None else default_cache()
         self._manager = TokenManager(
             self.dialect,
@@ -134,7 +150,8 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         self._renew_on = check_renew_on(renew_on)
         self._hosts = host_matcher(only_hosts)
         self._session = session
-        self._own_session = _OwnSession()
+        self._tls = tls
+        self._own_session = _OwnSession(tls)
         self._timeout = (connect_timeout, read_timeout)
         self._on_response_hook = self._on_response
 
@@ -161,6 +178,15 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         return self._settings.scope
 
     @property
+    def tls(self) -> ClientTLS | None:
+        """The client certificate (``client_cert=``), for the HTTP client of the API calls.
+
+        A certificate-bound API wants the same certificate on every call:
+        ``httpx.Client(auth=auth, verify=auth.tls.ssl_context)``.
+        """
+        return self._tls
+
+    @property
     def stats(self) -> Stats:
         """A snapshot of this identity's counters in this process (for metrics)."""
         return self._manager.slot.stats.copy()
@@ -171,8 +197,10 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
     env_fields: ClassVar[tuple[EnvField, ...]] = (
         ("token_url", "TOKEN_URL", True),
         ("client_id", "CLIENT_ID", True),
-        ("client_secret", "CLIENT_SECRET", True),
+        ("client_secret", "CLIENT_SECRET", "client_cert"),
         ("scope", "SCOPE", False),
+        ("client_cert", "CLIENT_CERT", False),
+        ("client_cert_password", "CLIENT_CERT_PASSWORD", False),
     )
     """``(argument, variable suffix, required)`` read by :meth:`from_env`.
 
@@ -253,3 +281,30 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         renewed in the background.
         """
         return self._manager.fresh_token() or self._obtain_sync(None, background=True)
+
+
+def _load_client_cert(
+    client_cert: ClientCert | ClientTLS | None,
+    password: str | bytes | None,
+    auth_method: str,
+) -> ClientTLS | None:
+    """``client_cert=`` loaded and checked, or ``None``; certificate methods need one."""
+    if client_cert is None:
+        if auth_method in CERTIFICATE_METHODS:
+            raise MissingSettingError(
+                f"auth_method={auth_method!r} needs client_cert=: the .p12/.pfx, or the (.crt,"
+                " .key) pair, that authenticates this client (its thumbprint also keeps its"
+                " tokens apart from other certificates').",
+                names=("client_cert",),
+            )
+        if password is not None:
+            raise ConfigurationError("client_cert_password= was given without client_cert=.")
+        return None
+    if isinstance(client_cert, ClientTLS):
+        if password is not None:
+            raise ConfigurationError(
+                "client_cert= is already loaded (chaveiro.client_tls): its password went there;"
+                " drop client_cert_password=."
+            )
+        return client_cert
+    return client_tls(client_cert, password)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import requests
 
     from chaveiro._caches import TokenCache
+    from chaveiro._certs import ClientCert, ClientTLS
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -51,6 +52,8 @@ class AuthOptions(TypedDict, total=False):
     """The keyword arguments of :class:`ClientCredentialsAuth` that every provider adapter takes."""
 
     cache: TokenCache | None
+    client_cert: ClientCert | ClientTLS | None
+    client_cert_password: str | bytes | None
     leeway: float
     replay_on_401: bool
     renew_on: Iterable[int]

@@ -16,23 +16,28 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, cast, get_args
 from urllib.parse import parse_qsl, quote_plus, urlencode
 
 from authlib.oauth2.rfc7523 import client_secret_jwt_sign, private_key_jwt_sign
-from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 from chaveiro._errors import (
-    ConfigurationError,
     CredentialsRejectedError,
     InvalidTokenResponseError,
     TokenEndpointError,
     excerpt,
 )
+from chaveiro._settings import (
+    AUTH_METHODS,
+    CERTIFICATE_METHODS,
+    BodyFormat,
+    ClientSettings,
+    GrantTypeIn,
+)
 from chaveiro._token import Token, choose_expiry, normalize_scope
 
 __all__ = [
     "AUTH_METHODS",
+    "CERTIFICATE_METHODS",
     "MAX_BODY_BYTES",
     "ClientSettings",
     "Dialect",
@@ -47,33 +52,8 @@ MAX_BODY_BYTES = 1024 * 1024
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 """Visible ASCII: what an access token may hold to be sent as ``Bearer <token>``."""
 
-AuthMethod = Literal[
-    "client_secret_basic",
-    "client_secret_post",
-    "client_secret_json",
-    "client_secret_jwt",
-    "private_key_jwt",
-]
-AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ASSERTION_LIFETIME = 300
-_RESERVED = frozenset(
-    {
-        "grant_type",
-        "client_id",
-        "client_secret",
-        "client_assertion",
-        "client_assertion_type",
-        "scope",
-        "refresh_token",
-    }
-)
-_KEY_TYPES: dict[str, type[RSAKey | ECKey | OKPKey]] = {
-    "RS": RSAKey,
-    "PS": RSAKey,
-    "ES": ECKey,
-    "Ed": OKPKey,
-}
 _HINTS = {
     "invalid_client": "Check the client id and secret.",
     "unauthorized_client": "The client may not use this grant: enable it at the provider.",
@@ -113,63 +93,14 @@ class Dialect:
     """Appended to the message when the credentials are rejected."""
     rejected_after_success_hint: str = ""
     """Appended instead when they are rejected after having worked in this process."""
+    body_format: BodyFormat = "form"
+    """``"json"``: the fields travel as a JSON object whatever the auth method (Efí sends
+    HTTP Basic with a JSON body); ``client_secret_json`` always sends JSON."""
+    grant_type_in: GrantTypeIn = "body"
+    """``"query"``: ``grant_type`` travels in the URL's query string (as Santander wants)."""
 
 
 OAUTH2 = Dialect()
-
-
-@dataclass(frozen=True, slots=True)
-class ClientSettings:
-    """Everything needed to build a token request, secrets included (never shown)."""
-
-    token_url: str
-    client_id: str
-    client_secret: str | None = field(default=None, repr=False)
-    auth_method: str = "client_secret_basic"
-    scope: str | None = None
-    extra: tuple[tuple[str, str], ...] = ()
-    private_key: bytes | None = field(default=None, repr=False)
-    signing_alg: str | None = None
-    key_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.auth_method not in AUTH_METHODS:
-            raise ConfigurationError(
-                f"auth_method={self.auth_method!r} is not supported; use one of {AUTH_METHODS}."
-            )
-        bad = sorted(_RESERVED.intersection(k for k, _ in self.extra))
-        if bad:
-            raise ConfigurationError(
-                f"extra_params may not set {', '.join(bad)}: pass them as their own arguments."
-            )
-        if self.auth_method == "private_key_jwt":
-            if not self.private_key:
-                raise ConfigurationError("auth_method='private_key_jwt' needs private_key=<PEM>.")
-            self.signing_key()  # fail at construction, not at the first request
-        elif not self.client_secret:
-            raise ConfigurationError(
-                f"auth_method={self.auth_method!r} needs a non-empty client secret."
-            )
-
-    def signing_key(self) -> OctKey | RSAKey | ECKey | OKPKey:
-        """The key that signs client assertions (JWT auth methods only)."""
-        if self.auth_method == "client_secret_jwt":
-            # Built directly: import_key() warns about short secrets at every request,
-            # and the provider, not the user, chose the secret.
-            secret = (self.client_secret or "").encode()
-            return OctKey(secret, secret)
-        alg = self.signing_alg or "RS256"
-        key_type = _KEY_TYPES.get(alg[:2])
-        if key_type is None:
-            raise ConfigurationError(f"signing_alg={alg!r} is not supported for private_key_jwt.")
-        try:
-            return cast("RSAKey | ECKey | OKPKey", key_type.import_key(self.private_key or b""))
-        except (ValueError, TypeError):
-            # "from None": the loader's message may quote key material.
-            raise ConfigurationError(
-                f"private_key could not be loaded as a {key_type.__name__[:-3]} key for {alg}:"
-                " pass the PEM text of an unencrypted private key."
-            ) from None
 
 
 def _basic(client_id: str, secret: str) -> str:
@@ -207,12 +138,18 @@ def build_request(
         fields.update(grant_type="refresh_token", refresh_token=refresh_token)
     elif dialect.grant_type is not None:
         fields["grant_type"] = dialect.grant_type
+    url = settings.token_url
+    if (settings.grant_type_in or dialect.grant_type_in) == "query" and "grant_type" in fields:
+        grant = urlencode({"grant_type": fields.pop("grant_type")})
+        url = f"{url}{'&' if '?' in url else '?'}{grant}"
     method = settings.auth_method
     if method == "client_secret_basic":
         headers.append(("Authorization", _basic(settings.client_id, settings.client_secret or "")))
     elif method in ("client_secret_post", "client_secret_json"):
         fields[dialect.id_field] = settings.client_id
         fields[dialect.secret_field] = settings.client_secret or ""
+    elif method in CERTIFICATE_METHODS:
+        fields["client_id"] = settings.client_id  # RFC 8705 §2: the certificate is the proof
     else:
         fields["client_id"] = settings.client_id
         fields["client_assertion_type"] = _ASSERTION_TYPE
@@ -221,13 +158,13 @@ def build_request(
         fields["scope"] = settings.scope
     if refresh_token is None:
         fields.update(settings.extra)
-    if method == "client_secret_json":
+    if method == "client_secret_json" or (settings.body_format or dialect.body_format) == "json":
         headers.append(("Content-Type", "application/json"))
         body = json.dumps(fields).encode()
     else:
         headers.append(("Content-Type", "application/x-www-form-urlencoded"))
         body = urlencode(fields).encode()
-    return TokenRequest(settings.token_url, tuple(headers), body)
+    return TokenRequest(url, tuple(headers), body)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -301,8 +238,17 @@ def _failure(
     retry_after = parse_retry_after(_header(headers, "Retry-After"), now)
     text = excerpt(body)
     if 300 <= status < 400:
-        where = _header(headers, "Location") or "elsewhere"
-        advice = f"It redirects to {excerpt(where, 120)}: set token_url to the final address."
+        where = _header(headers, "Location")
+        target = f"to {excerpt(where, 120)}" if where else "elsewhere"
+        advice = (
+            f"It redirects {target}; chaveiro never sends credentials anywhere but token_url."
+            " Set token_url to the final address."
+        )
+    elif status in (404, 405, 410, 501):
+        advice = (
+            "The URL or the method looks wrong: check token_url (some servers insist on a"
+            " trailing slash) and that the endpoint takes a POST."
+        )
     elif status == 429:
         advice = "It is rate limiting this client: chaveiro waits before asking again."
     elif status >= 500:
@@ -330,13 +276,12 @@ def parse_response(
     """A token from a token endpoint's answer, or the typed error it amounts to."""
     payload = _decode(headers, body)
     if not 200 <= status < 300:
-        has_error = payload is not None and isinstance(payload.get("error"), str)
-        if payload is not None and (
-            (has_error and 400 <= status < 500 and status != 429) or status in (401, 403)
-        ):
-            raise _rejected(dialect, url, status, payload)
-        if payload is None and status in (401, 403):
-            raise _rejected(dialect, url, status, {})
+        code = payload.get("error") if payload is not None else None
+        code = code if isinstance(code, str) else None
+        # RFC 6749 §5.2: an OAuth error answer (400 with an error code; 401 when the client
+        # failed to authenticate). Any other status is the endpoint's failure, not a verdict.
+        if status == 401 or (status == 400 and code) or (status == 403 and code in _HINTS):
+            raise _rejected(dialect, url, status, payload or {})
         raise _failure(url, status, headers, body, now)
     if payload is None:
         raise InvalidTokenResponseError(

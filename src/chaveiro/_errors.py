@@ -4,6 +4,7 @@
 
     ChaveiroError
     ├── ConfigurationError          (also a ValueError) bad or missing settings
+    │   ├── ClientCertificateError  a client certificate (mTLS) that cannot be used
     │   ├── InsecureURLError        a token URL that is not HTTPS
     │   └── MissingSettingError     a required environment variable or argument is absent
     ├── DiscoveryError              OpenID Connect discovery gave nothing usable
@@ -27,6 +28,7 @@ from typing import TypeVar
 
 __all__ = [
     "ChaveiroError",
+    "ClientCertificateError",
     "ConfigurationError",
     "CredentialsRejectedError",
     "DiscoveryError",
@@ -54,6 +56,18 @@ _TOKENISH = re.compile(
 )
 
 
+# OpenSSL reason codes (TLSV13_ALERT_CERTIFICATE_REQUIRED) look long enough to be tokens, but
+# say what went wrong in a TLS handshake: these few are always shown.
+_REASON_CODE = re.compile(
+    r"(?:SSLV3|TLSV1[0-9]?)_ALERT(?:_[A-Z]+)+"
+    r"|CERTIFICATE_VERIFY_FAILED|WRONG_VERSION_NUMBER|UNSAFE_LEGACY_RENEGOTIATION_DISABLED"
+)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    return match.group(0) if _REASON_CODE.fullmatch(match.group(0)) else "[redacted]"
+
+
 def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
     """Return a one-line, capped, token-free excerpt of a response body."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
@@ -61,7 +75,7 @@ def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
     if "<" in text and ">" in text:
         title = re.search(r"<title[^>]*>(.*?)</title\s*>", text, re.IGNORECASE | re.DOTALL)
         text = title.group(1) if title else _TAGS.sub(" ", text)
-    text = _TOKENISH.sub("[redacted]", _SPACES.sub(" ", text).strip())
+    text = _TOKENISH.sub(_redact_match, _SPACES.sub(" ", text).strip())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -98,6 +112,11 @@ class ChaveiroError(Exception):
 
 class ConfigurationError(ChaveiroError, ValueError):
     """The auth object was given settings it cannot work with."""
+
+
+class ClientCertificateError(ConfigurationError):
+    """A client certificate (``client_cert=``) cannot be used: missing, unreadable, wrong
+    password, a key that does not match, or outside its validity period."""
 
 
 class InsecureURLError(ConfigurationError):
@@ -198,7 +217,22 @@ class TokenEndpointError(TokenError):
 
 
 class TokenEndpointUnreachableError(TokenEndpointError):
-    """No HTTP answer from the token endpoint: DNS, connection, TLS or timeout."""
+    """No HTTP answer from the token endpoint: DNS, connection, TLS or timeout.
+
+    ``reason`` names the cause in one stable word: ``timeout``, ``tls``, or the
+    class name of the HTTP library's exception (``ConnectError``, ...).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        token_url: str = "",
+        retryable: bool | None = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(message, token_url=token_url, retryable=retryable)
+        self.reason = reason
 
 
 class InvalidTokenResponseError(TokenError):

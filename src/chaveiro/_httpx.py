@@ -15,16 +15,23 @@ follows redirects cannot carry the credentials to the redirect's target.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Generator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from chaveiro._dialect import MAX_BODY_BYTES, Dialect, parse_response
+from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._errors import TokenError
+from chaveiro._httpx_wire import (
+    AsyncTrace,
+    OneShot,
+    RedirectRefused,
+    Trace,
+    closed_by,
+    closing_cause,
+)
 from chaveiro._manager import CannotRetry, RawResponse, Send, run_async, run_sync
 from chaveiro._token import Token
 from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
@@ -58,7 +65,15 @@ class _Read:
     capped: bool = True
 
 
-_Instruction = httpx.Request | _Start | _Advance | _Read
+@dataclass(frozen=True, slots=True)
+class _TokenRequest:
+    """Send our token ``request`` through the user's client; reply: its response."""
+
+    request: httpx.Request
+
+
+_Instruction = httpx.Request | _TokenRequest | _Start | _Advance | _Read
+"""A bare request is the user's own; a close of the flow while it is out needs no telling."""
 
 
 class _Closed(Exception):  # noqa: N818 - never leaves this module
@@ -71,102 +86,6 @@ class _Closed(Exception):  # noqa: N818 - never leaves this module
     def __init__(self, exit_: GeneratorExit) -> None:
         super().__init__()
         self.exit = exit_
-
-
-class _RedirectRefused(Exception):  # noqa: N818 - never leaves this module
-    """Raised by the token request's trace before it is sent to another address."""
-
-
-class _OneShot(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """A request body that can be sent once: a redirect cannot send the credentials on."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body: bytes | None = body
-
-    def _take(self) -> bytes:
-        body, self._body = self._body, None
-        if body is None:
-            raise _RedirectRefused
-        return body
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self._take()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self._take()
-
-
-def _where(url: httpx.URL) -> tuple[str, str, int | None, str]:
-    """Scheme, host, port and path of ``url``: what a request must match to be ours."""
-    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host, port, url.path
-
-
-class _Trace:
-    """httpcore's ``trace`` request extension on our token request.
-
-    It refuses to let the request go to any address but ``token_url``, and it
-    remembers why the request failed and what the endpoint answered: httpx
-    closes the auth flow when the request fails, and a closed async generator
-    is not told why. Events go on to the user's own ``trace``, if their request
-    had one.
-    """
-
-    def __init__(self, url: httpx.URL, user_trace: Any) -> None:
-        self.url = url
-        self.error: BaseException | None = None
-        self.answer: tuple[int, dict[str, str]] | None = None
-        """Status and headers of the last answer, once they arrived."""
-        self._user_trace = user_trace
-
-    def _record(self, event: str, info: Mapping[str, Any]) -> None:
-        if event.endswith("send_request_headers.started"):
-            target = getattr(info.get("request"), "url", None)
-            if target is not None and not self._same(target):
-                self.error = _RedirectRefused()
-                raise self.error
-        error = info.get("exception")
-        if self.error is None and event.endswith(".failed") and isinstance(error, Exception):
-            self.error = error
-        if event.endswith("receive_response_headers.complete"):
-            answer = info.get("return_value")
-            # HTTP/1.1: (version, status, reason, headers); HTTP/2: (status, headers)
-            if isinstance(answer, tuple) and len(answer) in (2, 4):
-                status, headers = answer[-3 if len(answer) == 4 else 0], answer[-1]
-                with contextlib.suppress(TypeError, ValueError, AttributeError):
-                    self.answer = (
-                        int(status),
-                        {k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
-                    )
-
-    def _same(self, target: Any) -> bool:
-        """True if httpcore's ``target`` URL is our token URL (scheme, host, port and path)."""
-        try:
-            path = target.target.decode("ascii")
-            if path.startswith(("http://", "https://")):  # through a forwarding proxy
-                url = httpx.URL(path)
-            else:
-                url = httpx.URL(
-                    scheme=target.scheme.decode("ascii"),
-                    host=target.host.decode("ascii"),
-                    port=target.port,
-                    raw_path=target.target,
-                )
-        except (AttributeError, UnicodeDecodeError, httpx.InvalidURL, TypeError):
-            return False
-        return _where(url) == _where(self.url)
-
-    def __call__(self, event: str, info: dict[str, Any]) -> None:
-        self._record(event, info)
-        if self._user_trace is not None:
-            self._user_trace(event, info)
-
-
-class _AsyncTrace(_Trace):
-    async def __call__(self, event: str, info: dict[str, Any]) -> None:  # type: ignore[override]
-        self._record(event, info)
-        if self._user_trace is not None:
-            await self._user_trace(event, info)
 
 
 class _Capped:
@@ -209,61 +128,6 @@ def _answered(response: httpx.Response, token: Token) -> bool:
     return sent == token.authorization
 
 
-def _closing_cause(exit_: GeneratorExit, request: httpx.Request) -> BaseException | None:
-    """The exception that made httpx close the auth flow while ``request`` was out.
-
-    A sync flow sees it as the context of its ``GeneratorExit`` (past the outer
-    flow's own ``GeneratorExit``); an async flow learns it from the request's trace.
-    """
-    cause = exit_.__context__
-    while isinstance(cause, GeneratorExit):
-        cause = cause.__context__
-    if cause is None:
-        trace = request.extensions.get("trace")
-        cause = trace.error if isinstance(trace, _Trace) else None
-    return cause
-
-
-def _transport_failure(error: BaseException) -> bool:
-    """True for a failure to exchange bytes: httpx's, httpcore's (seen unwrapped), the OS's."""
-    module = type(error).__module__
-    return isinstance(error, httpx.TransportError | OSError) or module.split(".")[0] == "httpcore"
-
-
-def _closed_by(
-    cause: BaseException | None, request: httpx.Request, dialect: Dialect, url: str, now: float
-) -> TokenError | None:
-    """Why httpx closed our flow while a token request was out, as our error.
-
-    ``None`` when it was not the token request's fault (cancellation, say).
-    """
-    trace = request.extensions.get("trace")
-    status: int | None = None
-    headers: Mapping[str, str] = {}
-    body = b""
-    if isinstance(cause, _RedirectRefused):
-        answer = trace.answer if isinstance(trace, _Trace) else None
-        status, headers = answer if answer is not None else (307, {"Location": "another address"})
-    elif cause is not None and _transport_failure(cause):
-        return unreachable(url, cause)
-    elif isinstance(cause, httpx.HTTPStatusError):  # a user's raise_for_status event hook
-        response = cause.response
-        status, headers = response.status_code, response.headers
-        with contextlib.suppress(httpx.ResponseNotRead):
-            body = response.content
-    elif cause is not None or not isinstance(trace, _Trace):
-        return None
-    elif trace.answer is not None:  # async: a hook raised after the answer
-        status, headers = trace.answer
-    if status is None or 200 <= status < 300:
-        return None
-    try:
-        parse_response(dialect, url, status, headers, body, now)
-    except TokenError as exc:
-        return exc
-    return None
-
-
 class HttpxAuth(AuthCore, httpx.Auth):
     """``httpx.Client(auth=auth)`` and ``httpx.AsyncClient(auth=auth)``."""
 
@@ -296,7 +160,8 @@ class HttpxAuth(AuthCore, httpx.Auth):
 
         async with AsyncExitStack() as stack:
             if client is None:
-                client = await stack.enter_async_context(httpx.AsyncClient())
+                verify = True if self._tls is None else self._tls.ssl_context
+                client = await stack.enter_async_context(httpx.AsyncClient(verify=verify))
             flow = self._adrive(plan())
             stack.push_async_callback(flow.aclose)
             reply: httpx.Response | None = None
@@ -308,7 +173,10 @@ class HttpxAuth(AuthCore, httpx.Auth):
                     return obtained[0]
                 reply, error = None, None
                 try:
-                    reply = await client.send(request, stream=True)
+                    # Not through the client's auth (it may be us), nor on to a redirect.
+                    reply = await client.send(
+                        request, stream=True, auth=None, follow_redirects=False
+                    )
                 except Exception as exc:  # noqa: BLE001 - the plan tells what it means
                     error = exc
                 else:
@@ -350,10 +218,10 @@ class HttpxAuth(AuthCore, httpx.Auth):
         while isinstance(item, Send):
             token_request = self._to_httpx(item, user_request, asynchronous=asynchronous)
             try:
-                response = yield token_request
+                response = yield _TokenRequest(token_request)
             except _Closed as closed:  # the user's client failed and ends the call
-                cause = _closing_cause(closed.exit, token_request)
-                error = _closed_by(cause, token_request, self.dialect, url, self._manager.clock())
+                cause = closing_cause(closed.exit, token_request)
+                error = closed_by(cause, token_request, self.dialect, url, self._manager.clock())
                 if error is None:
                     raise
                 try:
@@ -361,9 +229,9 @@ class HttpxAuth(AuthCore, httpx.Auth):
                 except TokenError as final:
                     raise final from cause
                 raise error from cause
-            except (httpx.TransportError, _RedirectRefused) as exc:  # aget_token's own send
+            except (httpx.TransportError, RedirectRefused) as exc:  # aget_token's own send
                 now = self._manager.clock()
-                error = _closed_by(exc, token_request, self.dialect, url, now)
+                error = closed_by(exc, token_request, self.dialect, url, now)
                 item = yield _Advance(error=error or unreachable(url, exc))
                 continue
             try:
@@ -384,7 +252,7 @@ class HttpxAuth(AuthCore, httpx.Auth):
         token_request = httpx.Request(
             request.method, request.url, headers=list(request.headers), content=request.body
         )
-        token_request.stream = _OneShot(request.body)  # readable by hooks; sent once only
+        token_request.stream = OneShot(request.body)  # readable by hooks; sent once only
         connect, read = self._timeout
         mine = {"connect": connect, "read": read, "write": read, "pool": connect}
         theirs = user_request.extensions.get("timeout") if user_request is not None else None
@@ -394,7 +262,7 @@ class HttpxAuth(AuthCore, httpx.Auth):
             for phase in mine
         }
         user_trace = user_request.extensions.get("trace") if user_request is not None else None
-        tracer = _AsyncTrace if asynchronous else _Trace
+        tracer = AsyncTrace if asynchronous else Trace
         token_request.extensions["trace"] = tracer(token_request.url, user_trace)
         return token_request
 
@@ -403,7 +271,7 @@ class HttpxAuth(AuthCore, httpx.Auth):
     def _drive(
         self, plan: Generator[_Instruction, Any, None]
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        steps = _Steps(self)
+        steps: _Steps | None = None
         reply: Any = None
         error: BaseException | None = None
         try:
@@ -417,26 +285,31 @@ class HttpxAuth(AuthCore, httpx.Auth):
                 reply, error = None, None
                 try:
                     if isinstance(item, httpx.Request):
-                        reply = yield item
+                        reply = yield item  # closed here: nothing of ours is out
+                    elif isinstance(item, _TokenRequest):
+                        try:
+                            reply = yield item.request
+                        except GeneratorExit as exit_:
+                            error = _Closed(exit_)
                     elif isinstance(item, _Read):
                         body = _Capped(item.response, self._settings.token_url, item.capped)
                         for chunk in item.response.iter_bytes():
                             body.add(chunk)
                         reply = body.body()
                     else:
+                        steps = steps or _Steps(self)
                         reply = steps.do(item)
-                except GeneratorExit as exit_:
-                    error = _Closed(exit_)
                 except Exception as exc:  # noqa: BLE001 - handed to the plan
                     error = exc
         finally:
-            steps.close()
+            if steps is not None:
+                steps.close()
             plan.close()
 
     async def _adrive(
         self, plan: Generator[_Instruction, Any, None]
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        steps = _AsyncSteps(self)
+        steps: _AsyncSteps | None = None
         reply: Any = None
         error: BaseException | None = None
         try:
@@ -450,20 +323,25 @@ class HttpxAuth(AuthCore, httpx.Auth):
                 reply, error = None, None
                 try:
                     if isinstance(item, httpx.Request):
-                        reply = yield item
+                        reply = yield item  # closed here: nothing of ours is out
+                    elif isinstance(item, _TokenRequest):
+                        try:
+                            reply = yield item.request
+                        except GeneratorExit as exit_:
+                            error = _Closed(exit_)
                     elif isinstance(item, _Read):
                         body = _Capped(item.response, self._settings.token_url, item.capped)
                         async for chunk in item.response.aiter_bytes():
                             body.add(chunk)
                         reply = body.body()
                     else:
+                        steps = steps or _AsyncSteps(self)
                         reply = await steps.do(item)
-                except GeneratorExit as exit_:
-                    error = _Closed(exit_)
                 except Exception as exc:  # noqa: BLE001 - handed to the plan
                     error = exc
         finally:
-            await steps.aclose()
+            if steps is not None:
+                await steps.aclose()
             plan.close()
 
 

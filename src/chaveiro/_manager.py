@@ -35,15 +35,20 @@ import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit
 
 import anyio
 import sniffio
 
-from chaveiro._caches import TokenCache
+from chaveiro import _telemetry
+from chaveiro._caches import MemoryCache, TokenCache
 from chaveiro._dialect import ClientSettings, Dialect, TokenRequest, build_request, parse_response
 from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
 from chaveiro._token import Clock, Identity, Token
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 __all__ = [
     "RENEWAL_THREAD",
@@ -215,6 +220,7 @@ class _Slot:
         "failure_until",
         "failures",
         "flight",
+        "labels",
         "lock",
         "stats",
         "succeeded",
@@ -230,10 +236,32 @@ class _Slot:
         self.failures = 0
         self.succeeded = False
         self.stats = Stats()
+        self.labels: tuple[str, str, str] | None = None
+        """``(server.address, provider, cache backend)`` for telemetry, once known."""
 
 
 _registry_lock = threading.Lock()
 _registry: weakref.WeakKeyDictionary[TokenCache, dict[str, _Slot]] = weakref.WeakKeyDictionary()
+
+
+def _counts() -> list[tuple[str, str, str, int, int]]:
+    """What telemetry's observable counters read: every identity's counters, labelled."""
+    with _registry_lock:
+        slots = [slot for slots in _registry.values() for slot in slots.values()]
+    return [
+        (*slot.labels, slot.stats.reused, slot.stats.cache_hits)
+        for slot in slots
+        if slot.labels is not None
+    ]
+
+
+_telemetry.use_counts(_counts)
+
+
+def _backend(cache: TokenCache) -> str:
+    """A short name for the kind of ``cache``: ``memory``, ``file``, ``redis``..."""
+    name = type(cache).__name__.lower()
+    return name.removesuffix("cache") or name
 
 
 def _slot_for(cache: TokenCache, key: str) -> _Slot:
@@ -271,7 +299,9 @@ def reset_state() -> None:
     with _registry_lock:
         for slots in _registry.values():
             for slot in slots.values():
+                labels = slot.labels
                 slot.__init__()  # type: ignore[misc]
+                slot.labels = labels
 
 
 def _after_fork_in_child() -> None:
@@ -282,9 +312,9 @@ def _after_fork_in_child() -> None:
     _registry_lock = threading.Lock()
     for slots in _registry.values():
         for slot in slots.values():
-            token, stats = slot.token, slot.stats
+            token, stats, labels = slot.token, slot.stats, slot.labels
             slot.__init__()  # type: ignore[misc]
-            slot.token, slot.stats = token, stats
+            slot.token, slot.stats, slot.labels = token, stats, labels
 
 
 if hasattr(os, "register_at_fork"):
@@ -359,10 +389,37 @@ Step: TypeAlias = Send | Detach | Sleep | Wait | CacheGet | CacheSet | CacheLock
 Flow: TypeAlias = Generator[Step, Any, Token]
 
 
+class _Why:
+    """Why a leader fetches, and where from: what telemetry says about the fetch."""
+
+    __slots__ = ("origin", "reason")
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.origin: SpanContext | None = None
+        """Set when the fetch goes on in the background: the span that was current."""
+
+
+def _reason(previous: Token | None, usable: Token | None, stale: str | None) -> str:
+    """``first``, ``refused`` (the API refused the token), ``renewal`` or ``expired``."""
+    if previous is None:
+        return "first"
+    if stale is not None and previous.access_token == stale:
+        return "refused"
+    return "renewal" if usable is not None else "expired"
+
+
+def _answered(status: int, error: TokenError) -> int:
+    """The HTTP status of a failed attempt's answer; 0 when there was none."""
+    code = status or getattr(error, "status_code", 0)
+    return code if isinstance(code, int) else 0
+
+
 class TokenManager:
     """Fetches, shares and renews the token of one identity."""
 
     __slots__ = (
+        "_labels",
         "_renew_at",
         "cache",
         "clock",
@@ -394,6 +451,7 @@ class TokenManager:
         self.use_refresh_token = use_refresh_token
         self.slot = _slot_for(cache, identity.key)
         self._renew_at: tuple[Token | None, float] = (None, 0.0)
+        self._labels: tuple[str, str, str] | None = None
 
     @property
     def wait_timeout(self) -> float:
@@ -417,10 +475,19 @@ class TokenManager:
             return token
         return None
 
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        """``(server.address, provider, cache backend)``: what telemetry says about us."""
+        if self._labels is None:
+            host = urlsplit(self.settings.token_url).hostname or ""
+            self._labels = (host, self.dialect.name, _backend(self.cache))
+        return self._labels
+
     def replayed(self, token: Token) -> None:
         """Count an API request replayed once with ``token`` after its old token was refused."""
         self.slot.stats.replayed += 1
         logger.debug("API refused the token; replaying once with token %s", token.fingerprint)
+        _telemetry.replayed(*self.labels[:2])
 
     def flow(self, stale: str | None = None, *, background: bool = False) -> Flow:
         """Obtain a usable token; ``stale`` is an access token that an API just refused.
@@ -446,6 +513,7 @@ class TokenManager:
                 leader = flight is None
                 if flight is None:
                     flight = slot.flight = Flight()
+                    slot.labels = self.labels
             if not leader:
                 if usable is not None:
                     return usable  # someone is renewing it; keep using the current one
@@ -462,9 +530,11 @@ class TokenManager:
                         token_url=self.settings.token_url,
                     )
                 continue  # the leader gave up without a result: try again
+            why = _Why(_reason(previous, usable, stale))
             if background and usable is not None:
+                why.origin = _telemetry.current_span_context()  # before we leave its context
                 yield Detach(usable)
-            return (yield from self._lead(flight, slot, previous, usable, stale))
+            return (yield from self._lead(flight, slot, previous, usable, stale, why))
 
     def _lead(
         self,
@@ -473,10 +543,11 @@ class TokenManager:
         previous: Token | None,
         usable: Token | None,
         stale: str | None,
+        why: _Why,
     ) -> Flow:
         """Fetch for everyone; ``previous`` is the token being replaced, if any."""
         try:
-            token = yield from self._fetch_shared(previous, stale)
+            token = yield from self._fetch_shared(previous, stale, why)
         except TokenError as exc:
             error = self._remember_failure(slot, exc)
             flight.finish(error=error)
@@ -533,7 +604,7 @@ class TokenManager:
         )
         return error
 
-    def _fetch_shared(self, previous: Token | None, stale: str | None) -> Flow:
+    def _fetch_shared(self, previous: Token | None, stale: str | None, why: _Why) -> Flow:
         """Leader only: look in the cache, under its lock, before asking the provider.
 
         The driver holds the cache lock from ``CacheLock`` until ``CacheSet`` or the
@@ -549,7 +620,7 @@ class TokenManager:
         if self._adoptable(cached, stale):
             assert isinstance(cached, Token)
             return cached
-        token = yield from self._request(previous)
+        token = yield from self._request(previous, why)
         yield CacheSet(key, token)
         return token
 
@@ -562,9 +633,8 @@ class TokenManager:
         logger.debug("token %s found in the cache", cached.fingerprint)
         return True
 
-    def _request(self, previous: Token | None) -> Flow:
-        """Ask the provider, with bounded retries for transient failures."""
-        policy, settings = self.policy, self.settings
+    def _request(self, previous: Token | None, why: _Why) -> Flow:
+        """Ask the provider, timed and traced as one fetch."""
         refresh = None
         if (
             self.use_refresh_token
@@ -572,14 +642,34 @@ class TokenManager:
             and previous.refresh_usable(self.clock())
         ):
             refresh = previous.refresh_token
+        host, provider, _ = self.labels
+        grant = self._grant(refresh)
+        fetch = _telemetry.start_fetch(host, provider, grant, why.reason, why.origin)
+        try:
+            token = yield from self._attempts(previous, refresh, fetch)
+        except BaseException as exc:
+            fetch.end(exc)
+            raise
+        fetch.end(None)
+        return token
+
+    def _attempts(
+        self, previous: Token | None, refresh: str | None, fetch: _telemetry.AnyFetch
+    ) -> Flow:
+        """Send token requests, with bounded retries for transient failures."""
+        policy, settings = self.policy, self.settings
         started = self.clock()
         attempt = 0
         while True:
             now = self.clock()
             request = build_request(self.dialect, settings, now, refresh_token=refresh)
             left = policy.deadline - (now - started)
+            grant = self._grant(refresh)
+            status = 0
             try:
-                raw: RawResponse = yield Send(request, max(left, 0.05))
+                with fetch.sending():
+                    raw: RawResponse = yield Send(request, max(left, 0.05))
+                status = raw.status
                 raw = self._scrubbed(raw, refresh)
                 token = parse_response(
                     self.dialect,
@@ -590,9 +680,12 @@ class TokenManager:
                     now,  # lifetimes count from when the request left: conservative
                 )
             except CannotRetry as exc:
-                raise self._redacted(exc.error, refresh) from None
+                error = self._redacted(exc.error, refresh)
+                fetch.attempt(grant, _answered(status, error), error)
+                raise error from None
             except TokenError as exc:
                 error = self._redacted(exc, refresh)
+                fetch.attempt(grant, _answered(status, error), error)
                 if isinstance(error, CredentialsRejectedError) and refresh is not None:
                     logger.info("refresh token refused (%s); using client credentials", error.error)
                     refresh = None
@@ -613,8 +706,13 @@ class TokenManager:
                 )
                 yield Sleep(delay)
                 continue
+            fetch.attempt(grant, status, None)
             self._log_fetch(token, previous, refreshed=refresh is not None)
             return token
+
+    def _grant(self, refresh: str | None) -> str | None:
+        """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""
+        return "refresh_token" if refresh is not None else self.dialect.grant_type
 
     def _scrubbed(self, raw: RawResponse, refresh: str | None) -> RawResponse:
         """``raw`` with the secrets we sent cut out, before any excerpt can cut one in half."""
@@ -662,7 +760,12 @@ def _cache_failed(step: Step, exc: Exception) -> None:
     )
 
 
+_OPERATIONS = {CacheGet: "get", CacheSet: "set", CacheLock: "lock"}
+
+
 def _cache_step(cache: TokenCache, step: Step, held_locks: ExitStack) -> Any:
+    started = time.perf_counter()
+    error: Exception | None = None
     try:
         if isinstance(step, CacheGet):
             return cache.get(step.key)
@@ -673,11 +776,16 @@ def _cache_step(cache: TokenCache, step: Step, held_locks: ExitStack) -> Any:
         assert isinstance(step, CacheLock)
         return held_locks.enter_context(cache.lock(step.key, step.timeout))
     except Exception as exc:  # noqa: BLE001 - a cache failure never fails a request
+        error = exc
         _cache_failed(step, exc)
         return None
+    finally:
+        _timed(cache, step, started, error)
 
 
 async def _acache_step(cache: TokenCache, step: Step, held_locks: AsyncExitStack) -> Any:
+    started = time.perf_counter()
+    error: Exception | None = None
     try:
         if isinstance(step, CacheGet):
             return await cache.aget(step.key)
@@ -688,8 +796,17 @@ async def _acache_step(cache: TokenCache, step: Step, held_locks: AsyncExitStack
         assert isinstance(step, CacheLock)
         return await held_locks.enter_async_context(cache.alock(step.key, step.timeout))
     except Exception as exc:  # noqa: BLE001 - a cache failure never fails a request
+        error = exc
         _cache_failed(step, exc)
         return None
+    finally:
+        _timed(cache, step, started, error)
+
+
+def _timed(cache: TokenCache, step: Step, started: float, error: Exception | None) -> None:
+    """Report a shared cache's operation to telemetry; the in-process cache is not reported."""
+    if not isinstance(cache, MemoryCache):
+        _telemetry.cache_operation(_backend(cache), _OPERATIONS[type(step)], started, error)
 
 
 def run_sync(flow: Flow, cache: TokenCache) -> Generator[Send | Detach | Token, Any, None]:

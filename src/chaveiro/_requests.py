@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 import sniffio
 from requests.structures import CaseInsensitiveDict
 
+from chaveiro._certs import ClientTLS
 from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._discovery import ProviderMetadata, discovery_url, parse_configuration
 from chaveiro._errors import ConfigurationError, IssuerUnreachableError, TokenError, excerpt
@@ -42,6 +45,40 @@ def _as_is(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
+class _ClientCertAdapter(requests.adapters.HTTPAdapter):
+    """HTTPS with an :class:`ssl.SSLContext` that presents the client certificate.
+
+    The context verifies the server (``client_tls(verify=...)``) and holds the
+    key in memory: requests' own ``cert=`` would need the key in a clear file.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:  # requests < 2.32
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        proxy_kwargs["ssl_context"] = self._context
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
+    ) -> Any:  # requests >= 2.32
+        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+        options = cast("dict[str, Any]", pool)
+        for name in ("ca_certs", "ca_cert_dir", "cert_file", "key_file"):
+            options.pop(name, None)
+        options.update(ssl_context=self._context, cert_reqs="CERT_REQUIRED")
+        return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
+        # The context decides what to trust; bundles loaded here would widen it.
+        conn.cert_reqs, conn.ca_certs, conn.ca_cert_dir = "CERT_REQUIRED", None, None
+
+
 class _OwnSession:
     """The session chaveiro makes for its token requests when none was given.
 
@@ -50,9 +87,10 @@ class _OwnSession:
     is garbage-collected.
     """
 
-    __slots__ = ("__weakref__", "_finalizer", "_pid", "_session")
+    __slots__ = ("__weakref__", "_finalizer", "_pid", "_session", "_tls")
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ClientTLS | None = None) -> None:
+        self._tls = tls
         self._session: requests.Session | None = None
         self._pid = 0
         self._finalizer: weakref.finalize[[], _OwnSession] | None = None
@@ -62,6 +100,8 @@ class _OwnSession:
         if session is None or self._pid != os.getpid():
             self.close()  # in a child: closes this process's copies of the parent's sockets
             session = self._session = requests.Session()
+            if self._tls is not None:
+                session.mount("https://", _ClientCertAdapter(self._tls.ssl_context))
             self._pid = os.getpid()
             self._finalizer = weakref.finalize(self, session.close)
         return session

@@ -201,14 +201,23 @@ class Identity:
     scope: str | None
     extra: tuple[tuple[str, str], ...]
     secret_digest: str = field(repr=False)
+    cert_thumbprint: str | None = None
+    """SHA-256 thumbprint of the client certificate (mTLS); tokens are bound to it."""
     key: str = field(init=False, repr=False, compare=False)
     """A cache key: a hash of all the above, safe for file names and Redis keys."""
 
     def __post_init__(self) -> None:
         scope = " ".join(sorted(self.scope.split())) if self.scope else ""
-        canonical = json.dumps(
-            [self.token_url, self.client_id, scope, sorted(self.extra), self.secret_digest]
-        )
+        parts: list[object] = [
+            self.token_url,
+            self.client_id,
+            scope,
+            sorted(self.extra),
+            self.secret_digest,
+        ]
+        if self.cert_thumbprint is not None:  # keys without a certificate stay as they were
+            parts.append(self.cert_thumbprint)
+        canonical = json.dumps(parts)
         object.__setattr__(self, "key", hashlib.sha256(canonical.encode()).hexdigest()[:40])
 
     @classmethod
@@ -219,10 +228,14 @@ class Identity:
         secret: str | bytes,
         scope: str | None = None,
         extra: Mapping[str, str] | None = None,
+        *,
+        thumbprint: str | None = None,
     ) -> Identity:
+        """The identity of these settings; ``thumbprint`` is the client certificate's, if any."""
         raw = secret.encode() if isinstance(secret, str) else secret
         digest = hashlib.sha256(b"chaveiro-secret\0" + raw).hexdigest()
-        return cls(token_url, client_id, scope, tuple(sorted((extra or {}).items())), digest)
+        pairs = tuple(sorted((extra or {}).items()))
+        return cls(token_url, client_id, scope, pairs, digest, thumbprint or None)
 
 
 def jwt_claims(token: str) -> dict[str, object] | None:

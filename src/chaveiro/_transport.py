@@ -9,12 +9,14 @@ recognised by their class, looked up only if that library is already loaded.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import sys
 from collections.abc import Mapping
 from typing import ClassVar
 
 from chaveiro._caches import TokenCache
+from chaveiro._certs import ClientTLS
 from chaveiro._config import HostMatcher
 from chaveiro._dialect import MAX_BODY_BYTES, ClientSettings, Dialect
 from chaveiro._errors import (
@@ -50,6 +52,7 @@ class AuthCore:
     _hosts: HostMatcher | None
     _renew_on: frozenset[int]
     _timeout: tuple[float, float]
+    _tls: ClientTLS | None
 
     def _applies(self, host: str | None) -> bool:
         """True if the token may be sent to ``host`` (``only_hosts=``)."""
@@ -86,11 +89,41 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+_CLIENT_CERT_ALERTS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "it requires a client certificate and none was presented",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "it refused the client certificate as expired",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "it refused the client certificate as revoked",
+    "TLSV1_ALERT_UNKNOWN_CA": "it does not trust the issuer of the client certificate",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "it refused the client certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "it refused the client certificate",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "it refused the client certificate",
+    "TLSV1_ALERT_ACCESS_DENIED": "it refused access to this client certificate",
+}
+_CLIENT_CERT_ADVICE = (
+    "Pass client_cert= (the .p12/.pfx, or the .crt and .key, issued for this client, with"
+    " client_cert_password=), check that it is the current one for this environment, and give"
+    " the same certificate to the session= or httpx client that sends the token request:"
+    " chaveiro.client_tls(...).ssl_context or .requests_cert."
+)
+_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
+
+
+def _client_cert_refusal(chain: list[BaseException], text: str) -> str | None:
+    """What the server's TLS alert says about our client certificate, if it says anything."""
+    reasons = [getattr(e, "reason", None) for e in chain if isinstance(e, ssl.SSLError)]
+    reasons += _SSL_REASON.findall(text)
+    for reason in reasons:
+        if reason in _CLIENT_CERT_ALERTS:
+            return f"{_CLIENT_CERT_ALERTS[reason]} (TLS alert {reason})"
+    return None
+
+
 def unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
     """``exc``, raised while sending a token request to ``url``, as our typed error."""
     chain = _chain(exc)
     text = " ".join(str(e) for e in chain)
     retryable = None
+    reason = "tls"
     tls_errors: tuple[type[BaseException], ...] = (ssl.SSLError, *_loaded(_TLS_ERRORS))
     timeouts: tuple[type[BaseException], ...] = (TimeoutError, *_loaded(_TIMEOUTS))
     if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
@@ -105,20 +138,29 @@ def unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
             " for the default session. Do not turn verification off."
         )
         retryable = False  # asking again gets the same certificate
+    elif (refusal := _client_cert_refusal(chain, text)) is not None:
+        summary, advice = refusal, _CLIENT_CERT_ADVICE
+        retryable = False  # the same certificate gets the same answer
     elif any(isinstance(e, tls_errors) for e in chain):
         summary = "the TLS handshake failed"
-        advice = "Check that token_url uses the right scheme and port, and any TLS proxy."
+        advice = (
+            "Check that token_url uses the right scheme and port, and any TLS proxy. If the"
+            " endpoint requires a client certificate (mTLS, as Pix APIs do), pass client_cert=."
+        )
     elif any(isinstance(e, timeouts) for e in chain):
         summary = "it did not answer in time"
         advice = "chaveiro will try again after a short pause; timeout= sets the limits."
+        reason = "timeout"
     else:
         summary = "no answer"
+        reason = type(exc).__name__
         advice = "Check the URL, DNS, proxy settings and network."
     return TokenEndpointUnreachableError(
         f"Could not reach the token endpoint {url}: {summary} ({type(exc).__name__}:"
         f" {excerpt(str(exc), 160)}). {advice}",
         token_url=url,
         retryable=retryable,
+        reason=reason,
     )
 
 

@@ -95,6 +95,7 @@ def resilience_knobs() -> None:
         deadline=15.0,
         wait_timeout=20.0,
         only_hosts=["api.example.com", "*.example.org"],
+        renew_on=(401, 403),
     )
     transport = httpx.HTTPTransport(retries=2)
     with httpx.Client(auth=auth, transport=transport, timeout=5.0) as client:
@@ -102,6 +103,7 @@ def resilience_knobs() -> None:
     retry_after: float | None = chaveiro.TokenEndpointError("x").retry_after
     retryable: bool = chaveiro.TokenEndpointError("x").retryable
     del retry_after, retryable
+    auth.close()
 
 
 async def aget_token_with_a_client() -> None:
@@ -124,3 +126,17 @@ async def with_aiohttp() -> None:
     middleware: aiohttp.ClientMiddlewareType = auth
     prepared: requests.PreparedRequest = auth(requests.Request("GET", "https://x/").prepare())
     del middleware, prepared
+
+
+def with_client_certificates() -> None:
+    tls: chaveiro.ClientTLS = chaveiro.client_tls("empresa.p12", "senha", verify="ca.pem")
+    pair = chaveiro.client_tls(("empresa.crt", "empresa.key"))
+    with httpx.Client(verify=tls.ssl_context) as client:
+        client.get("https://pix.example.com/v2/cob")
+    session = requests.Session()
+    session.cert, session.verify = pair.requests_cert, pair.verify
+    thumbprint: str = tls.thumbprint
+    del thumbprint
+    tls.close()
+    error: chaveiro.ConfigurationError = chaveiro.ClientCertificateError("no certificate")
+    del error

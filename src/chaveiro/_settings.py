@@ -1,0 +1,129 @@
+"""What a client is configured with, checked at construction: :class:`ClientSettings`.
+
+Sans I/O, like the dialects that turn these settings into token requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, cast, get_args
+
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+
+from chaveiro._errors import ConfigurationError
+
+__all__ = [
+    "AUTH_METHODS",
+    "CERTIFICATE_METHODS",
+    "AuthMethod",
+    "BodyFormat",
+    "ClientSettings",
+    "GrantTypeIn",
+]
+
+AuthMethod = Literal[
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_json",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+]
+AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
+CERTIFICATE_METHODS = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
+"""RFC 8705 §2: the client is authenticated by its TLS certificate; no secret is sent."""
+BodyFormat = Literal["form", "json"]
+GrantTypeIn = Literal["body", "query"]
+_BODY_FORMATS: tuple[str, ...] = get_args(BodyFormat)
+_GRANT_TYPE_PLACES: tuple[str, ...] = get_args(GrantTypeIn)
+_RESERVED = frozenset(
+    {
+        "grant_type",
+        "client_id",
+        "client_secret",
+        "client_assertion",
+        "client_assertion_type",
+        "scope",
+        "refresh_token",
+    }
+)
+_KEY_TYPES: dict[str, type[RSAKey | ECKey | OKPKey]] = {
+    "RS": RSAKey,
+    "PS": RSAKey,
+    "ES": ECKey,
+    "Ed": OKPKey,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Everything needed to build a token request, secrets included (never shown)."""
+
+    token_url: str
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    auth_method: str = "client_secret_basic"
+    scope: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+    private_key: bytes | None = field(default=None, repr=False)
+    signing_alg: str | None = None
+    key_id: str | None = None
+    body_format: BodyFormat | None = None
+    """Overrides the dialect's ``body_format`` when set."""
+    grant_type_in: GrantTypeIn | None = None
+    """Overrides the dialect's ``grant_type_in`` when set."""
+
+    def __post_init__(self) -> None:
+        if self.auth_method not in AUTH_METHODS:
+            raise ConfigurationError(
+                f"auth_method={self.auth_method!r} is not supported; use one of {AUTH_METHODS}."
+            )
+        if self.body_format not in (None, *_BODY_FORMATS):
+            raise ConfigurationError(
+                f"body_format={self.body_format!r} is not supported; use 'form' or 'json'."
+            )
+        if self.grant_type_in not in (None, *_GRANT_TYPE_PLACES):
+            raise ConfigurationError(
+                f"grant_type_in={self.grant_type_in!r} is not supported; use 'body' or 'query'."
+            )
+        bad = sorted(_RESERVED.intersection(k for k, _ in self.extra))
+        if bad:
+            raise ConfigurationError(
+                f"extra_params may not set {', '.join(bad)}: pass them as their own arguments."
+            )
+        if self.auth_method == "private_key_jwt":
+            if not self.private_key:
+                raise ConfigurationError("auth_method='private_key_jwt' needs private_key=<PEM>.")
+            self.signing_key()  # fail at construction, not at the first request
+        elif self.auth_method in CERTIFICATE_METHODS:
+            if self.client_secret:
+                raise ConfigurationError(
+                    f"auth_method={self.auth_method!r} authenticates with the client certificate"
+                    " and sends no secret: drop client_secret, or use client_secret_post or"
+                    " client_secret_basic (they work over mTLS too)."
+                )
+        elif not self.client_secret:
+            raise ConfigurationError(
+                f"auth_method={self.auth_method!r} needs a non-empty client secret."
+            )
+
+    def signing_key(self) -> OctKey | RSAKey | ECKey | OKPKey:
+        """The key that signs client assertions (JWT auth methods only)."""
+        if self.auth_method == "client_secret_jwt":
+            # Built directly: import_key() warns about short secrets at every request,
+            # and the provider, not the user, chose the secret.
+            secret = (self.client_secret or "").encode()
+            return OctKey(secret, secret)
+        alg = self.signing_alg or "RS256"
+        key_type = _KEY_TYPES.get(alg[:2])
+        if key_type is None:
+            raise ConfigurationError(f"signing_alg={alg!r} is not supported for private_key_jwt.")
+        try:
+            return cast("RSAKey | ECKey | OKPKey", key_type.import_key(self.private_key or b""))
+        except (ValueError, TypeError):
+            # "from None": the loader's message may quote key material.
+            raise ConfigurationError(
+                f"private_key could not be loaded as a {key_type.__name__[:-3]} key for {alg}:"
+                " pass the PEM text of an unencrypted private key."
+            ) from None

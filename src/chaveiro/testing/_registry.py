@@ -1,0 +1,176 @@
+"""The fake server's memory: registered clients, issued tokens, seen assertion ids.
+
+``TokenRegistry`` is a base of ``FakeTokenServer``; the dialects call its
+underscore methods. Everything it holds is guarded by the server's one lock.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OctKey, RSAKey
+
+from chaveiro.testing._tls import CertRule
+from chaveiro.testing._wire import DialectError, RecordedRequest
+
+__all__ = ["Client", "Issued", "TokenRegistry", "public_key"]
+
+
+@dataclass(frozen=True)
+class Client:
+    secret: str | None
+    scopes: frozenset[str] | None
+    public_key: RSAKey | ECKey | None = None
+    cert: CertRule | None = None
+
+
+@dataclass
+class Issued:
+    client_id: str
+    expires_at: float
+    kind: Literal["access", "refresh"]
+    scope: str
+    revoked: bool = False
+    bound_to: str | None = None
+    """``x5t#S256`` of the certificate the token is bound to (RFC 8705 §3)."""
+
+
+def public_key(pem: bytes) -> RSAKey | ECKey:
+    """An RSA or EC public key from PEM, for checking ``private_key_jwt`` assertions."""
+    for key_type in (RSAKey, ECKey):
+        try:
+            key: RSAKey | ECKey = key_type.import_key(pem)
+        except (JoseError, ValueError, TypeError):
+            continue
+        if key.is_private:
+            raise ValueError("public_key_pem must hold a public key, not a private one")
+        return key
+    raise ValueError("public_key_pem must hold an RSA or EC public key")
+
+
+class TokenRegistry:
+    """Clients, tokens and assertion ids of one fake server."""
+
+    _lock: threading.Lock
+    lifetime: float
+    refresh_lifetime: float | None
+    bind_tokens: bool
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def _init_registry(self) -> None:
+        self._signing_key = OctKey.import_key(secrets.token_bytes(32))
+        self._clients: dict[str, Client] = {}
+        self._tokens: dict[str, Issued] = {}
+        self._issued_tokens: list[str] = []
+        self._jtis: set[tuple[str, str]] = set()
+        self._grants: list[str] = []
+
+    def _register(self, client_id: str, client: Client) -> None:
+        with self._lock:
+            self._clients[client_id] = client
+
+    def _client(self, client_id: str, secret: str | None = None) -> Client | None:
+        """The client; with ``secret``, only if it is that client's secret."""
+        with self._lock:
+            client = self._clients.get(client_id)
+        if client is None or secret is None:
+            return client
+        if client.secret is None:
+            return None
+        return client if hmac.compare_digest(client.secret.encode(), secret.encode()) else None
+
+    def _scopes_allowed(self, client_id: str, scopes: list[str]) -> bool:
+        client = self._client(client_id)
+        return client is not None and (client.scopes is None or client.scopes.issuperset(scopes))
+
+    def _fresh_jti(self, client_id: str, jti: object) -> bool:
+        with self._lock:
+            if jti is not None and (client_id, str(jti)) in self._jtis:
+                return False
+            if jti is not None:
+                self._jtis.add((client_id, str(jti)))
+        return True
+
+    def _binding(self, req: RecordedRequest) -> str | None:
+        """What a token issued for ``req`` is bound to: its client certificate, when bound."""
+        return req.client_cert_thumbprint if self.bind_tokens else None
+
+    def _remember(self, token: str, issued: Issued, grant: str | None) -> str:
+        with self._lock:
+            self._tokens[token] = issued
+            self._issued_tokens.append(token)
+            if grant is not None:
+                self._grants.append(grant)
+        return token
+
+    def _issue(
+        self,
+        client_id: str,
+        scope: str,
+        aud: str,
+        grant: str,
+        *,
+        whole_seconds: bool = False,
+        bound_to: str | None = None,
+    ) -> tuple[str, float]:
+        now, lifetime = time.time(), self.lifetime
+        expires = math.floor(now + lifetime) if whole_seconds else now + lifetime
+        claims: dict[str, Any] = {
+            "iss": self.url,
+            "sub": client_id,
+            "client_id": client_id,
+            "aud": aud,
+        }
+        claims |= {"exp": int(expires), "iat": int(now), "jti": secrets.token_urlsafe(16)}
+        if bound_to is not None:
+            claims["cnf"] = {"x5t#S256": bound_to}
+        header = {"alg": "HS256", "typ": "JWT"}
+        token = jwt.encode(header, {**claims, "scope": scope}, self._signing_key)
+        issued = Issued(client_id, expires, "access", scope, bound_to=bound_to)
+        return self._remember(token, issued, grant), lifetime
+
+    def _issue_refresh(
+        self, client_id: str, scope: str, *, whole_seconds: bool = False
+    ) -> tuple[str, float]:
+        lifetime = self.refresh_lifetime
+        lifetime = self.lifetime + 1 if lifetime is None else lifetime
+        expires = time.time() + lifetime
+        expires = math.floor(expires) if whole_seconds else expires
+        issued = Issued(client_id, expires, "refresh", scope)
+        return self._remember(secrets.token_urlsafe(32), issued, None), lifetime
+
+    def _expires_at(self, token: str) -> float:
+        with self._lock:
+            return self._tokens[token].expires_at
+
+    def _valid(self, token: str, kind: str) -> Issued | None:
+        with self._lock:
+            issued = self._tokens.get(token)
+        if issued is None or issued.kind != kind or issued.revoked:
+            return None
+        return issued if time.time() < issued.expires_at else None
+
+    def _redeem_refresh(self, client_id: str, token: str) -> str:
+        issued = self._valid(token, "refresh")
+        if issued is None:
+            raise DialectError(400, "invalid_grant", "Token is not active")
+        if issued.client_id != client_id:
+            raise DialectError(400, "invalid_grant", "Token client and authorized client differ")
+        return issued.scope
+
+    def revoke_all(self, *, include_refresh: bool = True) -> None:
+        """Make every token issued so far invalid (refresh tokens too, unless told not to)."""
+        with self._lock:
+            for issued in self._tokens.values():
+                issued.revoked = issued.revoked or include_refresh or issued.kind == "access"

@@ -1,0 +1,89 @@
+"""A tiny HTTP server on 127.0.0.1 that records every request and answers from a script."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def text(self) -> str:
+        """Everything received, as one string (for secret scans)."""
+        head = " ".join(f"{k}: {v}" for k, v in self.headers.items())
+        return f"{self.method} {self.path} {head} {self.body.decode('latin-1')}"
+
+
+Answer = tuple[int, dict[str, str], bytes]
+Script = Callable[[Seen], Answer]
+
+
+def token_answer(token: str = "landing-token-0123456789abcdef") -> Answer:
+    body = json.dumps({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+    return 200, {"Content-Type": "application/json"}, body.encode()
+
+
+class Recorder:
+    """``with Recorder(script) as rec:`` — ``rec.url(path)``, ``rec.seen`` (every request)."""
+
+    def __init__(self, script: Script | None = None) -> None:
+        self.script: Script = script or (lambda seen: token_answer())
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen = Seen(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
+                with recorder._lock:
+                    recorder.seen.append(seen)
+                status, headers, payload = recorder.script(seen)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle  # noqa: N815
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def __enter__(self) -> Recorder:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
