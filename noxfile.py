@@ -4,6 +4,11 @@
     .venv/bin/nox -s tests-3.12       # one Python, newest dependencies
     .venv/bin/nox -s lowest-3.10      # Python 3.10, lowest version of each direct dependency
     .venv/bin/nox -s tests-3.13 -- -k redis -x   # arguments after -- go to pytest
+    .venv/bin/nox -s niquests         # niquests' Session and AsyncSession with the same auth object
+    .venv/bin/nox -s aiohttp-lowest   # the aiohttp middleware with aiohttp 3.12.0
+
+niquests installs urllib3-future, which replaces urllib3: it never goes into the
+main .venv, nor into the other sessions.
 
 Virtual environments are made by uv (in .nox/). Interpreters come from PATH, and from
 pyenv's versions directory when pyenv is installed; uv never downloads one.
@@ -22,7 +27,12 @@ EXTRAS = ".[redis,trio,test]"
 
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = [f"tests-{version}" for version in PYTHONS] + ["lowest-3.10"]
+nox.options.sessions = [
+    *(f"tests-{version}" for version in PYTHONS),
+    "lowest-3.10",
+    "niquests",
+    "aiohttp-lowest",
+]
 os.environ["UV_PYTHON_DOWNLOADS"] = "never"
 
 
@@ -71,3 +81,19 @@ def lowest(session: nox.Session) -> None:
     """The test suite with the lowest version setup.cfg allows of every direct dependency."""
     session.install("--resolution", "lowest-direct", "-e", EXTRAS)
     _pytest(session)
+
+
+@nox.session(python="3.11")
+def niquests(session: nox.Session) -> None:
+    """tests/niquests: the sync Session works as requests does; the AsyncSession is refused."""
+    session.install("-e", ".", "pytest>=8.4", "pytest-timeout>=2.3", "niquests")
+    session.run("python", "-m", "pytest", "tests/niquests", *session.posargs)
+
+
+@nox.session(name="aiohttp-lowest", python="3.11")
+def aiohttp_lowest(session: nox.Session) -> None:
+    """The aiohttp tests with aiohttp 3.12.0, the lower bound of the aiohttp extra."""
+    session.install("-e", EXTRAS, "aiohttp==3.12.0")
+    session.run(
+        "python", "-m", "pytest", "tests/test_aiohttp.py", "tests/providers", *session.posargs
+    )

@@ -34,3 +34,19 @@ def fetch_token(auth: ClientCredentialsAuth) -> str:
     wait_for_renewals()
     auth.close()
     return token
+
+
+def call_api_with_aiohttp(auth: ClientCredentialsAuth, url: str) -> int:
+    """Call ``url`` through an aiohttp session with ``auth`` as its middleware."""
+    import asyncio  # noqa: PLC0415
+
+    import aiohttp  # noqa: PLC0415
+
+    async def call() -> int:
+        async with (
+            aiohttp.ClientSession(middlewares=(auth,)) as session,
+            session.get(url) as response,
+        ):
+            return response.status
+
+    return asyncio.run(call())

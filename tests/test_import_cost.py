@@ -17,7 +17,7 @@ from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
 ON_USE = (
     *("authlib", "joserfc", "cryptography", "redis", "trio", "asyncio", "zoneinfo", "httpcore"),
-    *("opentelemetry", "trustme"),
+    *("opentelemetry", "trustme", "aiohttp", "niquests"),
 )
 """Loaded only by the feature that needs them: JWT client authentication (and client
 certificates), RedisCache, trio, asyncio, Bitize's time zone, an httpx client's transport

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote_plus
 
+import aiohttp
 import anyio
 import httpx
 import pytest
@@ -72,6 +74,38 @@ def test_no_secret_in_any_log_or_error(server: FakeTokenServer, caplog: pytest.L
 
     anyio.run(use_async)
     texts.append(repr(good.stats))
+
+    async def through_aiohttp(auth: ClientCredentialsAuth, revoke: bool = False) -> object:
+        async with aiohttp.ClientSession(middlewares=(auth,)) as session:
+            if revoke:
+                server.revoke_all()
+            async with session.get(server.api_url()) as response:
+                return (response.status, await response.text())
+
+    async def aattempt(action: Callable[[], Awaitable[object]]) -> None:
+        try:
+            result = await action()
+        except ChaveiroError as exc:
+            texts.extend(_texts_of(exc))
+        else:
+            texts.append(repr(result))
+
+    async def use_aiohttp() -> None:
+        clock.now += 7200
+        await aattempt(lambda: through_aiohttp(good))
+        await aattempt(lambda: through_aiohttp(good, revoke=True))
+        for method in ("client_secret_basic", "client_secret_post", "client_secret_jwt"):
+            bad = auth(client_secret=CLIENT_SECRET + "-wrong", auth_method=method, scope="aio")
+            await aattempt(lambda bad=bad: through_aiohttp(bad))
+        for index, failure in enumerate([Failure.html(500), Failure.malformed(), Failure.drop()]):
+            server.fail(failure)
+            await aattempt(lambda index=index: through_aiohttp(auth(scope=f"aio-{index}")))
+            server.clear_failures()
+        await aattempt(lambda: through_aiohttp(auth(token_url="http://127.0.0.1:9/token")))
+
+    before = len(texts)
+    asyncio.run(use_aiohttp())
+    assert len(texts) - before >= 3 * 6 + 2  # every aiohttp failure was seen and scanned
 
     for method in (
         "client_secret_basic",

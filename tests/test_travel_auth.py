@@ -36,7 +36,7 @@ from chaveiro._discovery import discovered
 from chaveiro.providers import PROVIDERS
 from chaveiro.testing import FakeTokenServer
 from chaveiro.testing.pytest_plugin import TEST_CLIENT_ID, TEST_CLIENT_SECRET
-from tests._travel_worker import call_api, fetch_token
+from tests._travel_worker import call_api, call_api_with_aiohttp, fetch_token
 
 Build = Callable[[FakeTokenServer], ClientCredentialsAuth]
 ID, SECRET = TEST_CLIENT_ID, TEST_CLIENT_SECRET
@@ -237,3 +237,18 @@ def test_a_client_certificate_travels(tmp_path: Path):
         claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==="))
         assert claims["cnf"] == {"x5t#S256": cert.thumbprint}
         tls.close()
+
+
+def test_an_aiohttp_worker_uses_the_shared_token(fake_token_server: FakeTokenServer, tmp_path):
+    """The copy is an aiohttp middleware in the worker too, with the file cache's token."""
+    pytest.importorskip("aiohttp")
+    server = fake_token_server
+    auth = ClientCredentialsAuth(
+        server.oauth_token_url, ID, SECRET, cache=FileCache(tmp_path / "tokens")
+    )
+    auth.get_token()
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.starmap(call_api_with_aiohttp, [(auth, server.api_url())] * 2) == [200, 200]
+        pool.close()
+        pool.join()
+    assert server.token_requests == 1

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
+from chaveiro._aiohttp import AiohttpMiddleware
 from chaveiro._caches import TokenCache, default_cache
 from chaveiro._certs import ClientCert, ClientTLS, client_tls
 from chaveiro._config import (
@@ -45,14 +46,15 @@ _REMADE = frozenset({"_manager", "_own_session", "_on_response_hook"})
 """What an auth object holds that does not travel: it is made anew on arrival."""
 
 
-class ClientCredentialsAuth(RequestsAuth, HttpxAuth):
-    """OAuth 2.0 client credentials (RFC 6749 §4.4) for requests and httpx.
+class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
+    """OAuth 2.0 client credentials (RFC 6749 §4.4) for requests, httpx and aiohttp.
 
     Use one object everywhere — ``session.auth = auth``, ``httpx.Client(auth=auth)``,
-    ``httpx.AsyncClient(auth=auth)``. The token is fetched on first use, shared by
-    every thread, task and auth object with the same identity, renewed ``leeway``
-    seconds before it expires (never earlier than half its lifetime), and renewed
-    with the request replayed once when the API answers 401.
+    ``httpx.AsyncClient(auth=auth)``, ``aiohttp.ClientSession(middlewares=(auth,))``.
+    The token is fetched on first use, shared by every thread, task and auth object
+    with the same identity, renewed ``leeway`` seconds before it expires (never
+    earlier than half its lifetime), and renewed with the request replayed once
+    when the API answers 401.
     """
 
     dialect: ClassVar[Dialect] = OAUTH2

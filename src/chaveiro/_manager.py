@@ -197,6 +197,13 @@ class Flight:
                 future.set_result(None)
 
         def wake_asyncio() -> None:
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:  # finished by a thread
+                here = False
+            if here:  # finished by a task of the same loop: no wake-up through its self-pipe
+                resolve()
+                return
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(resolve)
 

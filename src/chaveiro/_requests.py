@@ -13,20 +13,25 @@ import os
 import ssl
 import threading
 import weakref
-from collections.abc import Generator
-from typing import Any, cast
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, cast, overload
 from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
+import sniffio
+from requests.structures import CaseInsensitiveDict
 
 from chaveiro._certs import ClientTLS
 from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._discovery import ProviderMetadata, discovery_url, parse_configuration
-from chaveiro._errors import IssuerUnreachableError, TokenError, excerpt
+from chaveiro._errors import ConfigurationError, IssuerUnreachableError, TokenError, excerpt
 from chaveiro._manager import RENEWAL_THREAD, Detach, RawResponse, Send, run_sync
 from chaveiro._token import Token
 from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
+
+if TYPE_CHECKING:
+    from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
 __all__ = ["RequestsAuth", "discover"]
 
@@ -113,12 +118,34 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
     _session: requests.Session | None
     _own_session: _OwnSession
     _on_response_hook: Any
+    _middleware: Callable[[Any, Any], Any]
+    """The aiohttp middleware (:mod:`chaveiro._aiohttp`), which shares ``__call__``."""
 
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+    @overload
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest: ...
+
+    @overload
+    def __call__(
+        self, r: ClientRequest, handler: ClientHandlerType
+    ) -> Coroutine[Any, Any, ClientResponse]: ...
+
+    def __call__(self, r: Any, handler: Any = None) -> Any:
+        """requests calls ``auth(prepared_request)``; aiohttp calls ``auth(request, handler)``."""
+        if handler is not None:
+            return self._middleware(r, handler)
         if self._hosts is not None and not self._applies(urlsplit(r.url or "").hostname):
             return r
-        token = self._manager.fresh_token() or self._obtain_sync(None, background=True)
-        r.headers["Authorization"] = token.authorization
+        token = self._manager.fresh_token()
+        headers = r.headers
+        if token is not None and type(headers) is CaseInsensitiveDict:
+            # What its __setitem__ does, without the call: this is every request's hot path.
+            store = headers._store  # type: ignore[attr-defined]
+            store["authorization"] = ("Authorization", token.authorization)
+        else:  # no token yet, or not a requests request (niquests, a subclass)
+            _refuse_async_niquests(r)
+            if token is None:
+                token = self._obtain_sync(None, background=True)
+            headers["Authorization"] = token.authorization
         if self.replay_on_401:
             r.hooks["response"].append(self._on_response_hook)
         return r
@@ -245,6 +272,26 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
         replayed.history.append(r)
         replayed.request = retry
         return replayed
+
+
+def _refuse_async_niquests(request: Any) -> None:
+    """niquests' AsyncSession calls a requests-style auth synchronously, on its event loop.
+
+    A token request from there would block the loop, and a replay would hand it a
+    coroutine where it expects a response: refuse at once, saying what works.
+    """
+    if not type(request).__module__.startswith("niquests"):
+        return
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return  # niquests.Session, outside any event loop: the requests flow works as is
+    raise ConfigurationError(
+        f"chaveiro cannot authenticate niquests requests made inside a running {library} event"
+        " loop (niquests.AsyncSession): it would block the loop for every token request. Use"
+        " httpx.AsyncClient(auth=auth) or aiohttp.ClientSession(middlewares=(auth,)), or"
+        " niquests.Session outside the event loop (asyncio.to_thread)."
+    )
 
 
 def discover(

@@ -133,7 +133,8 @@ def unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
         advice = (
             "If the endpoint uses a private CA, give it to the HTTP client that sends the"
             " token request: session.verify='ca.pem' on the requests session passed as"
-            " session=, or httpx.Client(verify=ssl_context); REQUESTS_CA_BUNDLE also works"
+            " session=, httpx.Client(verify=ssl_context), or the aiohttp session's"
+            " aiohttp.TCPConnector(ssl=ssl_context); REQUESTS_CA_BUNDLE also works"
             " for the default session. Do not turn verification off."
         )
         retryable = False  # asking again gets the same certificate

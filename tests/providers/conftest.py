@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import aiohttp
 import anyio
 import httpx
 import pytest
@@ -17,7 +19,7 @@ from chaveiro._discovery import discovered
 from chaveiro._manager import wait_for_renewals
 from chaveiro.testing import RecordedRequest
 
-CLIENTS = ("requests", "httpx", "httpx-asyncio", "httpx-trio")
+CLIENTS = ("requests", "httpx", "httpx-asyncio", "httpx-trio", "aiohttp")
 
 
 @pytest.fixture(autouse=True)
@@ -30,13 +32,23 @@ def _forget_discovered_issuers() -> Iterator[None]:
 
 @pytest.fixture(params=CLIENTS)
 def client(request: pytest.FixtureRequest) -> str:
-    """Each test that takes ``client`` runs with requests, httpx, and httpx async on both loops."""
+    """Each test that takes ``client`` runs with requests, httpx, httpx async on both loops, and
+    aiohttp (the auth object as a client middleware)."""
     return str(request.param)
 
 
 async def _acall(auth: ClientCredentialsAuth, url: str, times: int) -> list[int]:
     async with httpx.AsyncClient(auth=auth) as http:
         return [(await http.get(url)).status_code for _ in range(times)]
+
+
+async def _aiohttp_call(auth: ClientCredentialsAuth, url: str, times: int) -> list[int]:
+    async with aiohttp.ClientSession(middlewares=(auth,)) as session:
+        codes = []
+        for _ in range(times):
+            async with session.get(url) as response:
+                codes.append(response.status)
+        return codes
 
 
 def call(client: str, auth: ClientCredentialsAuth, url: str, times: int = 1) -> list[int]:
@@ -47,6 +59,8 @@ def call(client: str, auth: ClientCredentialsAuth, url: str, times: int = 1) -> 
             codes = [session.get(url, timeout=10).status_code for _ in range(times)]
         wait_for_renewals()  # requests renews a still-valid token in the background
         return codes
+    if client == "aiohttp":
+        return asyncio.run(_aiohttp_call(auth, url, times))
     if client == "httpx":
         with httpx.Client(auth=auth) as http:
             return [http.get(url).status_code for _ in range(times)]

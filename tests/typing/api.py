@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import httpx
 import requests
 
@@ -110,6 +111,21 @@ async def aget_token_with_a_client() -> None:
     async with httpx.AsyncClient(verify=True) as client:
         token = await auth.aget_token(client=client)
     del token
+
+
+async def with_aiohttp() -> None:
+    auth = ClientCredentialsAuth("https://idp.example.com/token", "id", "secret")
+    async with (
+        aiohttp.ClientSession(middlewares=(auth,)) as session,
+        session.get("https://api.example.com/orders") as response,
+    ):
+        status: int = response.status
+        del status
+    async with aiohttp.ClientSession() as plain:
+        await plain.post("https://api.example.com/", data=b"{}", middlewares=[auth])
+    middleware: aiohttp.ClientMiddlewareType = auth
+    prepared: requests.PreparedRequest = auth(requests.Request("GET", "https://x/").prepare())
+    del middleware, prepared
 
 
 def with_client_certificates() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import httpx
 import requests
 
@@ -33,6 +34,20 @@ async def with_httpx() -> None:
         client.get("https://x.com/")
     async with httpx.AsyncClient(auth=auth) as aclient:
         await aclient.get("https://api.example.com/")
+
+
+async def with_aiohttp() -> None:
+    adapters: list[ClientCredentialsAuth] = [
+        StackSpotAuth.from_env(),
+        CidadaoAuth.from_env(),
+        BitizeAuth.from_env(),
+        ScorePositivoAuth.from_env(),
+    ]
+    for auth in adapters:
+        async with aiohttp.ClientSession(middlewares=(auth,)) as session:
+            await session.get("https://api.example.com/")
+    async with aiohttp.ClientSession(middlewares=[CidadaoAuth("id", "secret", scope="api")]):
+        pass
 
 
 def discovery_and_registry() -> None:

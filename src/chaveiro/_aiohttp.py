@@ -1,0 +1,199 @@
+"""The aiohttp room: the auth object as an aiohttp client middleware (aiohttp >= 3.12).
+
+``aiohttp.ClientSession(middlewares=(auth,))``, or ``middlewares=(auth,)`` on one
+request: aiohttp calls ``auth(request, handler)``, which returns the coroutine
+of :meth:`AiohttpMiddleware._middleware`. asyncio only, as aiohttp itself.
+
+The token request goes through the same session (its connector, TLS settings,
+proxy and trace configs apply) with ``middlewares=()``, so it never passes
+through this middleware again; it follows no redirect, its body is read up to
+the 1 MiB cap, and its timeouts are cut to what is left of the deadline.
+
+aiohttp runs the middlewares again for every redirect hop, each hop a new
+request. A hop gets the token only if it goes to the origin of the request the
+user made: the session call's first hop. Hops of one call share one timer
+object (``ClientRequest._timer``, one per session call since aiohttp 3.12),
+which links a hop to the call's first origin, kept in a context variable of the
+task. Should a later aiohttp drop that attribute, any request that follows a
+redirect answer in the same task counts as its hop: at worst a token is
+withheld, never sent elsewhere.
+
+aiohttp is imported only when a token request or a replay needs it: ``import
+chaveiro`` never loads it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chaveiro._dialect import MAX_BODY_BYTES
+from chaveiro._errors import ConfigurationError, TokenError
+from chaveiro._manager import RawResponse, Send, run_async
+from chaveiro._token import Token
+from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
+
+if TYPE_CHECKING:
+    from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, ClientSession
+    from aiohttp import ClientTimeout as _ClientTimeout
+    from yarl import URL
+
+__all__ = ["AiohttpMiddleware"]
+
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
+_UNKNOWN = object()
+"""The call of a request when aiohttp does not tell: any redirect's next hop in the task."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Redirected:
+    """A request of session call ``call``, which started at ``origin``, was answered 3xx."""
+
+    call: object
+    origin: URL
+
+
+_REDIRECTED: contextvars.ContextVar[_Redirected | None] = contextvars.ContextVar(
+    "chaveiro_aiohttp_redirected", default=None
+)
+
+
+def _call_of(request: ClientRequest) -> object:
+    """What the hops of one session call share: its timer (one per call)."""
+    return getattr(request, "_timer", _UNKNOWN)
+
+
+class AiohttpMiddleware(AuthCore):
+    """``aiohttp.ClientSession(middlewares=(auth,))``: the token on every request it may go to."""
+
+    async def _middleware(
+        self, request: ClientRequest, handler: ClientHandlerType
+    ) -> ClientResponse:
+        """``auth(request, handler)``: what aiohttp awaits for every request and redirect hop."""
+        redirected = _REDIRECTED.get()
+        origin = None
+        if redirected is not None and redirected.call is _call_of(request):
+            origin = redirected.origin  # a redirect hop: the call started there
+        if (origin is None or origin == request.url.origin()) and (
+            self._hosts is None or self._applies(request.url.host)
+        ):
+            token = self._manager.fresh_token() or await self._aobtain(request.session, None)
+            request.headers["Authorization"] = token.authorization
+            response = await handler(request)
+            if self.replay_on_401 and response.status in self._renew_on:
+                response = await self._replay(request, handler, response, token)
+        else:
+            response = await handler(request)
+        if response.status in _REDIRECTS and (
+            "Location" in response.headers or "URI" in response.headers
+        ):
+            # aiohttp may follow it, calling us again for the next hop
+            call = _call_of(request)
+            _REDIRECTED.set(_Redirected(call, origin or request.url.origin()))
+        elif redirected is not None:
+            _REDIRECTED.set(None)
+        return response
+
+    async def _replay(
+        self,
+        request: ClientRequest,
+        handler: ClientHandlerType,
+        refused: ClientResponse,
+        token: Token,
+    ) -> ClientResponse:
+        """``refused`` answered ``token``: renew it (once for all callers), send again once."""
+        if not _replayable(request):
+            return refused
+        await refused.read()  # still readable by the caller; its connection goes back to the pool
+        renewed = await self._aobtain(request.session, token.access_token)
+        if renewed.access_token == token.access_token:
+            return refused
+        refused.release()
+        self._replayed(renewed)
+        request.headers["Authorization"] = renewed.authorization
+        return await handler(request)
+
+    # ---- the token request ----------------------------------------------------------------
+
+    async def _aobtain(self, session: ClientSession, stale: str | None) -> Token:
+        """Run the token flow, sending token requests through ``session``."""
+        driver = run_async(self._manager.flow(stale), self._cache)
+        try:
+            item = await driver.asend(None)
+            while isinstance(item, Send):
+                try:
+                    raw = await self._send_aiohttp(session, item)
+                except TokenError as exc:
+                    item = await driver.athrow(exc)
+                else:
+                    item = await driver.asend(raw)
+        finally:
+            await driver.aclose()
+        assert isinstance(item, Token)
+        return item
+
+    async def _send_aiohttp(self, session: ClientSession, send: Send) -> RawResponse:
+        import aiohttp  # noqa: PLC0415 - loaded when a token request is sent, not at import
+
+        request = send.request
+        url = request.url
+        headers = dict(request.headers)
+        if session.auth is not None and "Authorization" in headers:
+            raise ConfigurationError(
+                "The aiohttp session has auth= set, and the token request carries its own"
+                " Authorization header: aiohttp refuses both. Remove auth= from the session"
+                " (chaveiro authenticates its requests), or use auth_method='client_secret_post'."
+            )
+        try:
+            async with session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=request.body,
+                allow_redirects=False,  # credentials go to token_url and nowhere else
+                middlewares=(),  # not through us (nor the user's middlewares) again
+                raise_for_status=False,  # an error answer is ours to read
+                timeout=self._client_timeout(session.timeout, send.timeout),
+            ) as response:
+                if declared_too_large(response.headers):
+                    raise too_large(url)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.content.iter_any():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        raise too_large(url)
+                    chunks.append(chunk)
+                return RawResponse(response.status, response.headers, b"".join(chunks))
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise unreachable(url, exc) from None
+
+    def _client_timeout(self, theirs: _ClientTimeout, left: float) -> _ClientTimeout:
+        """The session's timeouts and ours (``timeout=``), each cut to ``left`` seconds."""
+        import aiohttp  # noqa: PLC0415 - only on the token request path
+
+        connect, read = self._timeout
+
+        def cut(*limits: float | None) -> float:
+            return min(limit for limit in (*limits, left) if limit)  # None or 0: no limit
+
+        return aiohttp.ClientTimeout(
+            total=cut(theirs.total),
+            connect=cut(theirs.connect, connect),
+            sock_connect=cut(theirs.sock_connect, connect),
+            sock_read=cut(theirs.sock_read, read),
+        )
+
+
+def _replayable(request: ClientRequest) -> bool:
+    """True if ``request``'s body can be sent again as it was the first time."""
+    body = request.body
+    if isinstance(body, bytes):  # no body at all
+        return True
+    consumed = getattr(body, "consumed", None)
+    if consumed is None:  # aiohttp 3.12.0: no payload tells; bytes alone are safe
+        from aiohttp.payload import BytesPayload  # noqa: PLC0415 - only on a refused request
+
+        return isinstance(body, BytesPayload)
+    return not consumed
