@@ -134,6 +134,8 @@ class AiohttpMiddleware(AuthCore):
         return item
 
     async def _send_aiohttp(self, session: ClientSession, send: Send) -> RawResponse:
+        import asyncio  # noqa: PLC0415 - already loaded: aiohttp runs on asyncio
+
         import aiohttp  # noqa: PLC0415 - loaded when a token request is sent, not at import
 
         request = send.request
@@ -166,7 +168,8 @@ class AiohttpMiddleware(AuthCore):
                         raise too_large(url)
                     chunks.append(chunk)
                 return RawResponse(response.status, response.headers, b"".join(chunks))
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        # asyncio.TimeoutError: the builtin TimeoutError only from Python 3.11 on.
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise unreachable(url, exc) from None
 
     def _client_timeout(self, theirs: _ClientTimeout, left: float) -> _ClientTimeout:

@@ -37,6 +37,7 @@ _TIMEOUTS = (
     ("requests", "Timeout"),
     ("aiohttp", "ServerTimeoutError"),
     ("aiohttp", "ConnectionTimeoutError"),
+    ("asyncio.exceptions", "TimeoutError"),  # not the builtin TimeoutError before Python 3.11
 )
 _TLS_ERRORS = (("requests.exceptions", "SSLError"), ("aiohttp", "ClientSSLError"))
 
