@@ -26,7 +26,7 @@ from chaveiro._errors import (
     TokenEndpointUnreachableError,
     TokenError,
 )
-from chaveiro._manager import Stats
+from chaveiro._flight import Stats
 from chaveiro._redis import RedisCache
 from chaveiro._token import Token
 from chaveiro.providers import BitizeAuth, CidadaoAuth, ScorePositivoAuth, StackSpotAuth
