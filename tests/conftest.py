@@ -6,11 +6,13 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
 from chaveiro import ClientCredentialsAuth
 from chaveiro._manager import wait_for_renewals
@@ -51,6 +53,22 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def server() -> Iterator[FakeTokenServer]:
     with FakeTokenServer() as srv:
+        srv.add_client(CLIENT_ID, CLIENT_SECRET)
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A private certificate authority for TLS tests."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_server(ca: trustme.CA) -> Iterator[FakeTokenServer]:
+    """The fake token server over HTTPS, with a certificate from ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    with FakeTokenServer(ssl_context=context) as srv:
         srv.add_client(CLIENT_ID, CLIENT_SECRET)
         yield srv
 

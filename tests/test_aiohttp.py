@@ -15,12 +15,11 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
 import requests
-import trustme
 from aiohttp import web
 
 import chaveiro
@@ -497,20 +496,6 @@ async def test_a_redirecting_token_endpoint_is_an_error(api: Api, status: int, w
 
 
 # ---- TLS with a private CA ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_server(ca: trustme.CA) -> Iterator[FakeTokenServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    with FakeTokenServer(ssl_context=context) as srv:
-        srv.add_client(CLIENT_ID, CLIENT_SECRET)
-        yield srv
 
 
 async def test_private_ca_through_the_sessions_connector(tls_server: FakeTokenServer, ca):

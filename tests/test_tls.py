@@ -15,20 +15,6 @@ from chaveiro.testing import FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_server(ca: trustme.CA) -> Iterator[FakeTokenServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    with FakeTokenServer(ssl_context=context) as srv:
-        srv.add_client(CLIENT_ID, CLIENT_SECRET)
-        yield srv
-
-
 @pytest.fixture
 def ca_file(ca: trustme.CA) -> Iterator[str]:
     with ca.cert_pem.tempfile() as path:

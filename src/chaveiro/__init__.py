@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         TokenEndpointUnreachableError,
         TokenError,
     )
-    from chaveiro._manager import Stats
+    from chaveiro._flight import Stats
     from chaveiro._redis import RedisCache
     from chaveiro._token import Token
     from chaveiro.providers import BitizeAuth, CidadaoAuth, ScorePositivoAuth, StackSpotAuth
@@ -82,7 +82,7 @@ _SOURCES = {
         "TokenEndpointUnreachableError",
         "TokenError",
     ),
-    "chaveiro._manager": ("Stats",),
+    "chaveiro._flight": ("Stats",),
     "chaveiro._redis": ("RedisCache",),
     "chaveiro._token": ("Token",),
     "chaveiro.providers": ("BitizeAuth", "CidadaoAuth", "ScorePositivoAuth", "StackSpotAuth"),

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._errors import ConfigurationError, TokenError
-from chaveiro._manager import RawResponse, Send, run_async
+from chaveiro._steps import RawResponse, Send, run_async
 from chaveiro._token import Token
 from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
 

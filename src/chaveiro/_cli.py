@@ -137,7 +137,7 @@ def _token(args: argparse.Namespace) -> int:
     from chaveiro._auth import ClientCredentialsAuth  # noqa: PLC0415
     from chaveiro._caches import FileCache, MemoryCache  # noqa: PLC0415
     from chaveiro._errors import ChaveiroError, ConfigurationError  # noqa: PLC0415
-    from chaveiro._manager import wait_for_renewals  # noqa: PLC0415
+    from chaveiro._flight import wait_for_renewals  # noqa: PLC0415
     from chaveiro.providers import PROVIDERS  # noqa: PLC0415
 
     provider = PROVIDERS.get(args.provider, ClientCredentialsAuth)

@@ -32,7 +32,7 @@ from chaveiro._httpx_wire import (
     closed_by,
     closing_cause,
 )
-from chaveiro._manager import CannotRetry, RawResponse, Send, run_async, run_sync
+from chaveiro._steps import CannotRetry, RawResponse, Send, run_async, run_sync
 from chaveiro._token import Token
 from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
 

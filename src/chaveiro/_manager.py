@@ -1,18 +1,17 @@
 """The token manager: when to fetch, who fetches, what everyone else does meanwhile.
 
 Every decision is written once, as a generator (:meth:`TokenManager.flow`) that
-yields *steps* — send this token request, sleep, wait for another caller's
-fetch, read or write the cache — and receives their results. Two small drivers,
-:func:`run_sync` and :func:`run_async`, carry the steps out with blocking calls
-or with ``await``; they are the only code that differs between sync and async.
+yields *steps* (:mod:`chaveiro._steps`) — send this token request, sleep, wait
+for another caller's fetch, read or write the cache — and receives their
+results; two small drivers carry the steps out, blocking or awaiting.
 
-Single flight: per identity there is one :class:`_Slot` in the process (per
-cache). The first caller that finds the token missing or due for renewal
-becomes the leader and fetches; the others wait for its :class:`Flight`, or keep
-using the current token while it is still valid. The flight carries a failure
-as well as a token, and a failed renewal starts a cool-down during which callers
-get that failure at once instead of asking the provider again. The slot's lock
-guards a few field reads and writes only; it is never held across I/O.
+Single flight (:mod:`chaveiro._flight`): the first caller that finds the token
+missing or due for renewal becomes the leader and fetches; the others wait for
+its :class:`Flight`, or keep using the current token while it is still valid.
+The flight carries a failure as well as a token, and a failed renewal starts a
+cool-down during which callers get that failure at once instead of asking the
+provider again. The slot's lock guards a few field reads and writes only; it is
+never held across I/O.
 
 Retries, backoff and cool-downs are decided here too, by :class:`Policy`: a
 pause is a :class:`Sleep` step like any other, so the same rules serve threads,
@@ -23,27 +22,42 @@ goes on at once with the current token and the rest of the flow runs elsewhere.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-import os
 import random
-import threading
 import time
-import weakref
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from contextlib import AsyncExitStack, ExitStack
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import anyio
-import sniffio
-
 from chaveiro import _telemetry
-from chaveiro._caches import MemoryCache, TokenCache
-from chaveiro._dialect import ClientSettings, Dialect, TokenRequest, build_request, parse_response
+from chaveiro._caches import TokenCache
+from chaveiro._dialect import ClientSettings, Dialect, build_request, parse_response
 from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
+from chaveiro._flight import (
+    RENEWAL_THREAD,
+    Flight,
+    Slot,
+    Stats,
+    backend_name,
+    reset_state,
+    slot_for,
+    wait_for_renewals,
+)
+from chaveiro._steps import (
+    CacheGet,
+    CacheLock,
+    CacheSet,
+    CannotRetry,
+    Detach,
+    Flow,
+    RawResponse,
+    Send,
+    Sleep,
+    Wait,
+    run_async,
+    run_sync,
+)
 from chaveiro._token import Clock, Identity, Token
 
 if TYPE_CHECKING:
@@ -59,6 +73,7 @@ __all__ = [
     "Send",
     "Stats",
     "TokenManager",
+    "reset_state",
     "run_async",
     "run_sync",
     "wait_for_renewals",
@@ -68,15 +83,6 @@ logger = logging.getLogger("chaveiro")
 
 MIN_ATTEMPT_TIME = 0.5
 """A retry is made only if at least this many seconds of the deadline are left for it."""
-
-
-@dataclass(frozen=True, slots=True)
-class RawResponse:
-    """A token endpoint's answer, as plain data."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,280 +121,6 @@ class Policy:
         if isinstance(error, TokenEndpointError) and error.retry_after is not None:
             delay = min(max(self.cooldown, error.retry_after), 300.0)
         return delay
-
-
-@dataclass(slots=True)
-class Stats:
-    """Counters for one identity in this process (snapshot with :meth:`copy`)."""
-
-    fetched: int = 0
-    """Token requests that gave a token (first fetches and renewals)."""
-    renewed: int = 0
-    """Of those, the ones that replaced an earlier token."""
-    reused: int = 0
-    """Requests answered from a held token without asking anyone."""
-    failed: int = 0
-    """Renewals that failed (after retries)."""
-    replayed: int = 0
-    """Requests replayed after a 401."""
-    cache_hits: int = 0
-    """Tokens found in the cache that another auth object or process had fetched."""
-
-    def copy(self) -> Stats:
-        return copy.copy(self)
-
-
-class Flight:
-    """One fetch in progress; everyone who needs its result waits on it."""
-
-    __slots__ = ("_callbacks", "_event", "_lock", "error", "token")
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
-        self.token: Token | None = None
-        self.error: TokenError | None = None
-
-    def finish(self, token: Token | None = None, error: TokenError | None = None) -> None:
-        """Publish the outcome (neither: the leader gave up; waiters try again)."""
-        with self._lock:
-            self.token, self.error = token, error
-            self._event.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
-
-    def add_done_callback(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            if not self._event.is_set():
-                self._callbacks.append(callback)
-                return
-        callback()
-
-    def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
-
-    async def wait_async(self, timeout: float) -> bool:
-        """Wait without blocking the event loop (asyncio or trio)."""
-        if self._event.is_set():
-            return True
-        if sniffio.current_async_library() == "trio":
-            import trio  # noqa: PLC0415 - only under trio
-
-            event = trio.Event()
-            trio_token = trio.lowlevel.current_trio_token()
-
-            def wake_trio() -> None:
-                with contextlib.suppress(trio.RunFinishedError):  # that run is over
-                    trio_token.run_sync_soon(event.set)
-
-            self.add_done_callback(wake_trio)
-            with trio.move_on_after(timeout):
-                await event.wait()
-            return self._event.is_set()
-        import asyncio  # noqa: PLC0415 - already loaded when running under asyncio
-
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        def wake_asyncio() -> None:
-            try:
-                here = asyncio.get_running_loop() is loop
-            except RuntimeError:  # finished by a thread
-                here = False
-            if here:  # finished by a task of the same loop: no wake-up through its self-pipe
-                resolve()
-                return
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(resolve)
-
-        self.add_done_callback(wake_asyncio)
-        # asyncio.TimeoutError: the builtin TimeoutError only from Python 3.11 on.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(future, timeout)
-        return self._event.is_set()
-
-
-class _Slot:
-    """Process-wide state of one identity in one cache."""
-
-    __slots__ = (
-        "failure",
-        "failure_until",
-        "failures",
-        "flight",
-        "labels",
-        "lock",
-        "stats",
-        "succeeded",
-        "token",
-    )
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.token: Token | None = None
-        self.flight: Flight | None = None
-        self.failure: TokenError | None = None
-        self.failure_until = 0.0
-        self.failures = 0
-        self.succeeded = False
-        self.stats = Stats()
-        self.labels: tuple[str, str, str] | None = None
-        """``(server.address, provider, cache backend)`` for telemetry, once known."""
-
-
-_registry_lock = threading.Lock()
-_registry: weakref.WeakKeyDictionary[TokenCache, dict[str, _Slot]] = weakref.WeakKeyDictionary()
-
-
-def _counts() -> list[tuple[str, str, str, int, int]]:
-    """What telemetry's observable counters read: every identity's counters, labelled."""
-    with _registry_lock:
-        slots = [slot for slots in _registry.values() for slot in slots.values()]
-    return [
-        (*slot.labels, slot.stats.reused, slot.stats.cache_hits)
-        for slot in slots
-        if slot.labels is not None
-    ]
-
-
-_telemetry.use_counts(_counts)
-
-
-def _backend(cache: TokenCache) -> str:
-    """A short name for the kind of ``cache``: ``memory``, ``file``, ``redis``..."""
-    name = type(cache).__name__.lower()
-    return name.removesuffix("cache") or name
-
-
-def _slot_for(cache: TokenCache, key: str) -> _Slot:
-    with _registry_lock:
-        slots = _registry.get(cache)
-        if slots is None:
-            slots = _registry[cache] = {}
-        slot = slots.get(key)
-        if slot is None:
-            slot = slots[key] = _Slot()
-        return slot
-
-
-RENEWAL_THREAD = "chaveiro-renewal"
-"""The name of the daemon threads that renew still-valid tokens in the background."""
-
-
-def wait_for_renewals(timeout: float = 30.0) -> bool:
-    """Wait for background renewals in progress; False if one is still running after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    for thread in threading.enumerate():
-        if thread.name == RENEWAL_THREAD and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                return False
-    return True
-
-
-def reset_state() -> None:
-    """Forget every token, flight and cool-down held in this process (for tests).
-
-    Background renewals finish first, so none can bring a token back afterwards.
-    """
-    wait_for_renewals()
-    with _registry_lock:
-        for slots in _registry.values():
-            for slot in slots.values():
-                labels = slot.labels
-                slot.__init__()  # type: ignore[misc]
-                slot.labels = labels
-
-
-def _after_fork_in_child() -> None:
-    # Locks held by other threads at fork() time would stay held forever in the
-    # child, and their flights would never finish: start every slot afresh but
-    # keep the tokens, which are still good.
-    global _registry_lock  # noqa: PLW0603
-    _registry_lock = threading.Lock()
-    for slots in _registry.values():
-        for slot in slots.values():
-            token, stats, labels = slot.token, slot.stats, slot.labels
-            slot.__init__()  # type: ignore[misc]
-            slot.token, slot.stats, slot.labels = token, stats, labels
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-# ---- steps -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send ``request``; give up on it after ``timeout`` seconds (what is left of the deadline).
-
-    Reply with the :class:`RawResponse`, or throw a :class:`TokenError` in;
-    throw :class:`CannotRetry` when the caller cannot send again in this call.
-    """
-
-    request: TokenRequest
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True)
-class Detach:
-    """Give ``token`` to the caller now; run the rest of this flow in the background."""
-
-    token: Token
-
-
-class CannotRetry(Exception):  # noqa: N818 - a signal into the flow, not an error for users
-    """Thrown into a flow at a :class:`Send`: it failed, and this caller cannot send again.
-
-    With httpx the token request travels through the user's client; when it
-    fails without an answer the client ends the whole call. The flow records
-    the failure (and starts the cool-down) instead of pausing for a retry that
-    would never be sent; the next call after the cool-down tries again.
-    """
-
-    def __init__(self, error: TokenError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    flight: Flight
-    timeout: float
-
-
-@dataclass(frozen=True, slots=True)
-class CacheGet:
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSet:
-    key: str
-    token: Token
-
-
-@dataclass(frozen=True, slots=True)
-class CacheLock:
-    key: str
-    timeout: float
-
-
-Step: TypeAlias = Send | Detach | Sleep | Wait | CacheGet | CacheSet | CacheLock
-Flow: TypeAlias = Generator[Step, Any, Token]
 
 
 class _Why:
@@ -451,7 +183,7 @@ class TokenManager:
         self.clock = clock
         self.policy = policy or Policy()
         self.use_refresh_token = use_refresh_token
-        self.slot = _slot_for(cache, identity.key)
+        self.slot = slot_for(cache, identity.key)
         self._renew_at: tuple[Token | None, float] = (None, 0.0)
         self._labels: tuple[str, str, str] | None = None
 
@@ -482,7 +214,7 @@ class TokenManager:
         """``(server.address, provider, cache backend)``: what telemetry says about us."""
         if self._labels is None:
             host = urlsplit(self.settings.token_url).hostname or ""
-            self._labels = (host, self.dialect.name, _backend(self.cache))
+            self._labels = (host, self.dialect.name, backend_name(self.cache))
         return self._labels
 
     def replayed(self, token: Token) -> None:
@@ -541,7 +273,7 @@ class TokenManager:
     def _lead(
         self,
         flight: Flight,
-        slot: _Slot,
+        slot: Slot,
         previous: Token | None,
         usable: Token | None,
         stale: str | None,
@@ -575,7 +307,7 @@ class TokenManager:
         flight.finish(token=token)
         return token
 
-    def _remember_failure(self, slot: _Slot, error: TokenError) -> TokenError:
+    def _remember_failure(self, slot: Slot, error: TokenError) -> TokenError:
         if (
             isinstance(error, CredentialsRejectedError)
             and slot.succeeded
@@ -748,128 +480,3 @@ class TokenManager:
             token.expires_at - token.issued_at,
             extra={"chaveiro_event": "renewed" if held else "fetched", "refresh_grant": refreshed},
         )
-
-
-# ---- drivers -----------------------------------------------------------------------------
-
-
-def _cache_failed(step: Step, exc: Exception) -> None:
-    logger.warning(
-        "token cache failed during %s (%s: %s); going on without it",
-        type(step).__name__,
-        type(exc).__name__,
-        exc,
-    )
-
-
-_OPERATIONS = {CacheGet: "get", CacheSet: "set", CacheLock: "lock"}
-
-
-def _cache_step(cache: TokenCache, step: Step, held_locks: ExitStack) -> Any:
-    started = time.perf_counter()
-    error: Exception | None = None
-    try:
-        if isinstance(step, CacheGet):
-            return cache.get(step.key)
-        if isinstance(step, CacheSet):
-            cache.set(step.key, step.token)
-            held_locks.close()
-            return None
-        assert isinstance(step, CacheLock)
-        return held_locks.enter_context(cache.lock(step.key, step.timeout))
-    except Exception as exc:  # noqa: BLE001 - a cache failure never fails a request
-        error = exc
-        _cache_failed(step, exc)
-        return None
-    finally:
-        _timed(cache, step, started, error)
-
-
-async def _acache_step(cache: TokenCache, step: Step, held_locks: AsyncExitStack) -> Any:
-    started = time.perf_counter()
-    error: Exception | None = None
-    try:
-        if isinstance(step, CacheGet):
-            return await cache.aget(step.key)
-        if isinstance(step, CacheSet):
-            await cache.aset(step.key, step.token)
-            await held_locks.aclose()
-            return None
-        assert isinstance(step, CacheLock)
-        return await held_locks.enter_async_context(cache.alock(step.key, step.timeout))
-    except Exception as exc:  # noqa: BLE001 - a cache failure never fails a request
-        error = exc
-        _cache_failed(step, exc)
-        return None
-    finally:
-        _timed(cache, step, started, error)
-
-
-def _timed(cache: TokenCache, step: Step, started: float, error: Exception | None) -> None:
-    """Report a shared cache's operation to telemetry; the in-process cache is not reported."""
-    if not isinstance(cache, MemoryCache):
-        _telemetry.cache_operation(_backend(cache), _OPERATIONS[type(step)], started, error)
-
-
-def run_sync(flow: Flow, cache: TokenCache) -> Generator[Send | Detach | Token, Any, None]:
-    """Carry out a flow's steps with blocking calls; sends are yielded to the caller.
-
-    The last item yielded is the token. Exceptions thrown in at a yielded
-    :class:`Send` go to the flow, which decides what they mean. A :class:`Detach`
-    is yielded too: the caller takes its token and carries on driving this
-    generator elsewhere (another thread), or at once if it cannot.
-    """
-    with ExitStack() as held_locks:
-        try:
-            reply: Any = None
-            error: BaseException | None = None
-            while True:
-                try:
-                    step = flow.throw(error) if error is not None else flow.send(reply)
-                except StopIteration as stop:
-                    held_locks.close()
-                    yield stop.value
-                    return
-                reply, error = None, None
-                if isinstance(step, Send | Detach):
-                    try:
-                        reply = yield step
-                    except Exception as exc:  # noqa: BLE001 - handed to the flow
-                        error = exc
-                elif isinstance(step, Wait):
-                    step.flight.wait(step.timeout)
-                elif isinstance(step, Sleep):
-                    time.sleep(step.seconds)
-                else:
-                    reply = _cache_step(cache, step, held_locks)
-        finally:
-            flow.close()
-
-
-async def run_async(flow: Flow, cache: TokenCache) -> AsyncGenerator[Send | Detach | Token, Any]:
-    """The same as :func:`run_sync`, awaiting instead of blocking (asyncio or trio)."""
-    async with AsyncExitStack() as held_locks:
-        try:
-            reply: Any = None
-            error: BaseException | None = None
-            while True:
-                try:
-                    step = flow.throw(error) if error is not None else flow.send(reply)
-                except StopIteration as stop:
-                    await held_locks.aclose()
-                    yield stop.value
-                    return
-                reply, error = None, None
-                if isinstance(step, Send | Detach):
-                    try:
-                        reply = yield step
-                    except Exception as exc:  # noqa: BLE001 - handed to the flow
-                        error = exc
-                elif isinstance(step, Wait):
-                    await step.flight.wait_async(step.timeout)
-                elif isinstance(step, Sleep):
-                    await anyio.sleep(step.seconds)
-                else:
-                    reply = await _acache_step(cache, step, held_locks)
-        finally:
-            flow.close()

@@ -26,7 +26,8 @@ from chaveiro._certs import ClientTLS
 from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._discovery import ProviderMetadata, discovery_url, parse_configuration
 from chaveiro._errors import ConfigurationError, IssuerUnreachableError, TokenError, excerpt
-from chaveiro._manager import RENEWAL_THREAD, Detach, RawResponse, Send, run_sync
+from chaveiro._flight import RENEWAL_THREAD
+from chaveiro._steps import Detach, RawResponse, Send, run_sync
 from chaveiro._token import Token
 from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
 

@@ -1,0 +1,242 @@
+"""Single flight: the process-wide state of each identity, and the flights that fill it.
+
+Per identity there is one :class:`Slot` in the process (per cache): the held
+token, the flight in progress, the last failure and its cool-down, and the
+counters. A :class:`Flight` carries a token or a failure to every caller that
+waits for it, on threads, asyncio loops and trio alike. The slots survive
+``fork()``: a child keeps the tokens and starts with fresh locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sniffio
+
+from chaveiro import _telemetry
+from chaveiro._caches import TokenCache
+from chaveiro._errors import TokenError
+from chaveiro._token import Token
+
+__all__ = [
+    "RENEWAL_THREAD",
+    "Flight",
+    "Stats",
+    "backend_name",
+    "reset_state",
+    "slot_for",
+    "wait_for_renewals",
+]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters for one identity in this process (snapshot with :meth:`copy`)."""
+
+    fetched: int = 0
+    """Token requests that gave a token (first fetches and renewals)."""
+    renewed: int = 0
+    """Of those, the ones that replaced an earlier token."""
+    reused: int = 0
+    """Requests answered from a held token without asking anyone."""
+    failed: int = 0
+    """Renewals that failed (after retries)."""
+    replayed: int = 0
+    """Requests replayed after a 401."""
+    cache_hits: int = 0
+    """Tokens found in the cache that another auth object or process had fetched."""
+
+    def copy(self) -> Stats:
+        return copy.copy(self)
+
+
+class Flight:
+    """One fetch in progress; everyone who needs its result waits on it."""
+
+    __slots__ = ("_callbacks", "_event", "_lock", "error", "token")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self.token: Token | None = None
+        self.error: TokenError | None = None
+
+    def finish(self, token: Token | None = None, error: TokenError | None = None) -> None:
+        """Publish the outcome (neither: the leader gave up; waiters try again)."""
+        with self._lock:
+            self.token, self.error = token, error
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+    async def wait_async(self, timeout: float) -> bool:
+        """Wait without blocking the event loop (asyncio or trio)."""
+        if self._event.is_set():
+            return True
+        if sniffio.current_async_library() == "trio":
+            import trio  # noqa: PLC0415 - only under trio
+
+            event = trio.Event()
+            trio_token = trio.lowlevel.current_trio_token()
+
+            def wake_trio() -> None:
+                with contextlib.suppress(trio.RunFinishedError):  # that run is over
+                    trio_token.run_sync_soon(event.set)
+
+            self.add_done_callback(wake_trio)
+            with trio.move_on_after(timeout):
+                await event.wait()
+            return self._event.is_set()
+        import asyncio  # noqa: PLC0415 - already loaded when running under asyncio
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def wake_asyncio() -> None:
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:  # finished by a thread
+                here = False
+            if here:  # finished by a task of the same loop: no wake-up through its self-pipe
+                resolve()
+                return
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(resolve)
+
+        self.add_done_callback(wake_asyncio)
+        # asyncio.TimeoutError: the builtin TimeoutError only from Python 3.11 on.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(future, timeout)
+        return self._event.is_set()
+
+
+class Slot:
+    """Process-wide state of one identity in one cache."""
+
+    __slots__ = (
+        "failure",
+        "failure_until",
+        "failures",
+        "flight",
+        "labels",
+        "lock",
+        "stats",
+        "succeeded",
+        "token",
+    )
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.token: Token | None = None
+        self.flight: Flight | None = None
+        self.failure: TokenError | None = None
+        self.failure_until = 0.0
+        self.failures = 0
+        self.succeeded = False
+        self.stats = Stats()
+        self.labels: tuple[str, str, str] | None = None
+        """``(server.address, provider, cache backend)`` for telemetry, once known."""
+
+
+_registry_lock = threading.Lock()
+_registry: weakref.WeakKeyDictionary[TokenCache, dict[str, Slot]] = weakref.WeakKeyDictionary()
+
+
+def _counts() -> list[tuple[str, str, str, int, int]]:
+    """What telemetry's observable counters read: every identity's counters, labelled."""
+    with _registry_lock:
+        slots = [slot for slots in _registry.values() for slot in slots.values()]
+    return [
+        (*slot.labels, slot.stats.reused, slot.stats.cache_hits)
+        for slot in slots
+        if slot.labels is not None
+    ]
+
+
+_telemetry.use_counts(_counts)
+
+
+def backend_name(cache: TokenCache) -> str:
+    """A short name for the kind of ``cache``: ``memory``, ``file``, ``redis``..."""
+    name = type(cache).__name__.lower()
+    return name.removesuffix("cache") or name
+
+
+def slot_for(cache: TokenCache, key: str) -> Slot:
+    with _registry_lock:
+        slots = _registry.get(cache)
+        if slots is None:
+            slots = _registry[cache] = {}
+        slot = slots.get(key)
+        if slot is None:
+            slot = slots[key] = Slot()
+        return slot
+
+
+RENEWAL_THREAD = "chaveiro-renewal"
+"""The name of the daemon threads that renew still-valid tokens in the background."""
+
+
+def wait_for_renewals(timeout: float = 30.0) -> bool:
+    """Wait for background renewals in progress; False if one is still running after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == RENEWAL_THREAD and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+    return True
+
+
+def reset_state() -> None:
+    """Forget every token, flight and cool-down held in this process (for tests).
+
+    Background renewals finish first, so none can bring a token back afterwards.
+    """
+    wait_for_renewals()
+    with _registry_lock:
+        for slots in _registry.values():
+            for slot in slots.values():
+                labels = slot.labels
+                slot.__init__()  # type: ignore[misc]
+                slot.labels = labels
+
+
+def _after_fork_in_child() -> None:
+    # Locks held by other threads at fork() time would stay held forever in the
+    # child, and their flights would never finish: start every slot afresh but
+    # keep the tokens, which are still good.
+    global _registry_lock  # noqa: PLW0603
+    _registry_lock = threading.Lock()
+    for slots in _registry.values():
+        for slot in slots.values():
+            token, stats, labels = slot.token, slot.stats, slot.labels
+            slot.__init__()  # type: ignore[misc]
+            slot.token, slot.stats, slot.labels = token, stats, labels
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
