@@ -86,7 +86,7 @@ def lowest(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def niquests(session: nox.Session) -> None:
     """tests/niquests: the sync Session works as requests does; the AsyncSession is refused."""
-    session.install("-e", ".", "pytest>=8.4", "pytest-timeout>=2.3", "niquests")
+    session.install("-e", ".[testing]", "pytest>=8.4", "pytest-timeout>=2.3", "niquests")
     session.run("python", "-m", "pytest", "tests/niquests", *session.posargs)
 
 
