@@ -79,3 +79,15 @@ def test_redis_loads_with_redis_cache():
     pytest.importorskip("redis")
     loaded = loaded_after("import chaveiro\nchaveiro.RedisCache('redis://127.0.0.1:1/0')")
     assert "redis" in loaded
+
+
+def test_every_public_name_is_loaded_on_first_use():
+    """Each name in __all__ has a source module, and resolves to an object of ``chaveiro``."""
+    code = (
+        "import chaveiro\n"
+        "names = [n for names in chaveiro._SOURCES.values() for n in names]\n"
+        "assert sorted(names) == sorted(chaveiro.__all__), set(names) ^ set(chaveiro.__all__)\n"
+        "assert all(getattr(chaveiro, n).__module__ == 'chaveiro' for n in chaveiro.__all__)\n"
+        "assert set(chaveiro.__all__) <= set(dir(chaveiro))\n"
+    )
+    assert "chaveiro" in loaded_after(code)
