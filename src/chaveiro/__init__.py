@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from chaveiro._auth import ClientCredentialsAuth
-    from chaveiro._caches import FileCache, MemoryCache, TokenCache
+    from chaveiro._caches import MemoryCache, TokenCache
     from chaveiro._certs import ClientTLS, client_tls
     from chaveiro._errors import (
         ChaveiroError,
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         TokenEndpointUnreachableError,
         TokenError,
     )
+    from chaveiro._file_cache import FileCache
     from chaveiro._flight import Stats
     from chaveiro._redis import RedisCache
     from chaveiro._token import Token
@@ -66,7 +67,8 @@ __all__ = [
 
 _SOURCES = {
     "chaveiro._auth": ("ClientCredentialsAuth",),
-    "chaveiro._caches": ("FileCache", "MemoryCache", "TokenCache"),
+    "chaveiro._caches": ("MemoryCache", "TokenCache"),
+    "chaveiro._file_cache": ("FileCache",),
     "chaveiro._certs": ("ClientTLS", "client_tls"),
     "chaveiro._errors": (
         "ChaveiroError",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from chaveiro._auth import ClientCredentialsAuth
-    from chaveiro._caches import FileCache
+    from chaveiro._file_cache import FileCache
     from chaveiro._token import Token
 
 __all__ = ["ENV_PREFIXES", "main"]
@@ -87,7 +87,7 @@ def _shortcut_name(args: argparse.Namespace) -> str:
 
 def _cached_token(args: argparse.Namespace) -> Token | None:
     """The token a previous run with the same inputs left in the file cache, if fresh."""
-    from chaveiro._caches import FileCache  # noqa: PLC0415 - no HTTP library behind it
+    from chaveiro._file_cache import FileCache  # noqa: PLC0415 - no HTTP library behind it
 
     cache = FileCache(args.cache_dir)
     shortcut = cache._read_note(_shortcut_name(args))
@@ -135,8 +135,9 @@ def _token(args: argparse.Namespace) -> int:
             return 0
 
     from chaveiro._auth import ClientCredentialsAuth  # noqa: PLC0415
-    from chaveiro._caches import FileCache, MemoryCache  # noqa: PLC0415
+    from chaveiro._caches import MemoryCache  # noqa: PLC0415
     from chaveiro._errors import ChaveiroError, ConfigurationError  # noqa: PLC0415
+    from chaveiro._file_cache import FileCache  # noqa: PLC0415
     from chaveiro._flight import wait_for_renewals  # noqa: PLC0415
     from chaveiro.providers import PROVIDERS  # noqa: PLC0415
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -44,6 +42,7 @@ from chaveiro._flight import (
     slot_for,
     wait_for_renewals,
 )
+from chaveiro._policy import Policy
 from chaveiro._steps import (
     CacheGet,
     CacheLock,
@@ -83,44 +82,6 @@ logger = logging.getLogger("chaveiro")
 
 MIN_ATTEMPT_TIME = 0.5
 """A retry is made only if at least this many seconds of the deadline are left for it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """Timing rules for fetching; every field has a sane default."""
-
-    leeway: float = 30.0
-    attempts: int = 3
-    """Tries per renewal for network errors, 5xx and 429."""
-    deadline: float = 20.0
-    """Upper bound, in seconds, on one renewal including its retries and pauses.
-
-    Every attempt's timeout is cut to what is left of it."""
-    wait_timeout: float | None = None
-    """How long a caller waits for another caller's fetch; ``None``: ``deadline + 5``."""
-    backoff: float = 0.5
-    backoff_cap: float = 5.0
-    cooldown: float = 1.0
-    """Cool-down after the first failed renewal; doubles with each further one."""
-    cooldown_cap: float = 30.0
-    rejected_cooldown: float = 10.0
-    """Cool-down after the provider rejected the credentials."""
-
-    def backoff_delay(self, attempt: int, retry_after: float | None) -> float:
-        """Full-jitter exponential backoff, never shorter than ``Retry-After``."""
-        jitter = random.uniform(0, min(self.backoff_cap, self.backoff * 2.0**attempt))  # noqa: S311
-        return max(jitter, retry_after or 0.0)
-
-    def cooldown_for(self, error: TokenError, failures: int) -> float:
-        """How long callers get ``error`` without a new request to the provider."""
-        if isinstance(error, CredentialsRejectedError):
-            base = self.rejected_cooldown
-        else:
-            base = self.cooldown
-        delay = min(self.cooldown_cap, base * 2.0 ** max(0, failures - 1))
-        if isinstance(error, TokenEndpointError) and error.retry_after is not None:
-            delay = min(max(self.cooldown, error.retry_after), 300.0)
-        return delay
 
 
 class _Why:
