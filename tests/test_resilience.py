@@ -24,6 +24,7 @@ from chaveiro import (
 from chaveiro._caches import MemoryCache
 from chaveiro._dialect import OAUTH2
 from chaveiro._errors import TokenEndpointError as _TokenEndpointError
+from chaveiro._flight import Flight
 from chaveiro._manager import (
     CannotRetry,
     Policy,
@@ -32,7 +33,7 @@ from chaveiro._manager import (
     Sleep,
     TokenManager,
 )
-from chaveiro._token import Identity
+from chaveiro._token import Identity, Token
 from chaveiro.testing import Failure, FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, join_renewals
 
@@ -751,3 +752,23 @@ def test_unreachable_error_says_what_to_do():
     with pytest.raises(TokenEndpointUnreachableError, match="Check the URL") as info:
         auth.get_token()
     assert info.value.retryable
+
+
+@pytest.mark.anyio
+async def test_a_waiter_that_gives_up_leaves_the_others_waiting():
+    """Tasks of one loop share one wake-up; one task's timeout does not end the others' wait."""
+    flight = Flight()
+    token = Token(access_token="t" * 24, expires_at=time.time() + 60, issued_at=time.time())
+    results: list[bool] = []
+
+    async def wait(timeout: float) -> None:
+        results.append(await flight.wait_async(timeout))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(wait, 0.05)
+        tasks.start_soon(wait, 30)
+        tasks.start_soon(wait, 30)
+        await anyio.sleep(0.2)  # the first has given up by now
+        assert results == [False]
+        flight.finish(token)
+    assert results == [False, True, True]

@@ -17,6 +17,8 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
 import sniffio
 
@@ -24,6 +26,9 @@ from chaveiro import _telemetry
 from chaveiro._caches import TokenCache
 from chaveiro._errors import TokenError
 from chaveiro._token import Token
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "RENEWAL_THREAD",
@@ -60,12 +65,13 @@ class Stats:
 class Flight:
     """One fetch in progress; everyone who needs its result waits on it."""
 
-    __slots__ = ("_callbacks", "_event", "_lock", "error", "token")
+    __slots__ = ("_callbacks", "_event", "_lock", "_loops", "error", "token")
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
+        self._loops: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
         self.token: Token | None = None
         self.error: TokenError | None = None
 
@@ -75,6 +81,7 @@ class Flight:
             self.token, self.error = token, error
             self._event.set()
             callbacks, self._callbacks = self._callbacks, []
+            self._loops = {}
         for callback in callbacks:
             callback()
 
@@ -106,31 +113,44 @@ class Flight:
             with trio.move_on_after(timeout):
                 await event.wait()
             return self._event.is_set()
+        return await self._wait_asyncio(timeout)
+
+    async def _wait_asyncio(self, timeout: float) -> bool:
+        """Every task of one loop waits on one future, so finishing costs one wake-up per loop."""
         import asyncio  # noqa: PLC0415 - already loaded when running under asyncio
 
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        def wake_asyncio() -> None:
-            try:
-                here = asyncio.get_running_loop() is loop
-            except RuntimeError:  # finished by a thread
-                here = False
-            if here:  # finished by a task of the same loop: no wake-up through its self-pipe
-                resolve()
-                return
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(resolve)
-
-        self.add_done_callback(wake_asyncio)
+        with self._lock:
+            if self._event.is_set():
+                return True
+            shared = self._loops.get(loop)
+            if shared is None:
+                shared = self._loops[loop] = loop.create_future()
+                self._callbacks.append(partial(_wake, loop, shared))
+        # shield: one waiter's timeout must not cancel the others' future.
         # asyncio.TimeoutError: the builtin TimeoutError only from Python 3.11 on.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(future, timeout)
+            await asyncio.wait_for(asyncio.shield(shared), timeout)
         return self._event.is_set()
+
+
+def _wake(loop: asyncio.AbstractEventLoop, shared: asyncio.Future[None]) -> None:
+    """Resolve ``shared``, the future the tasks of ``loop`` wait on, from whatever thread."""
+    import asyncio  # noqa: PLC0415 - loaded: a loop of it is waiting
+
+    def resolve() -> None:
+        if not shared.done():
+            shared.set_result(None)
+
+    try:
+        here = asyncio.get_running_loop() is loop
+    except RuntimeError:  # finished by a thread
+        here = False
+    if here:  # finished by a task of the same loop: no wake-up through its self-pipe
+        resolve()
+        return
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+        loop.call_soon_threadsafe(resolve)
 
 
 class Slot:
