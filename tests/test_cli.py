@@ -82,6 +82,9 @@ def test_demo_runs_end_to_end():
     assert result.returncode == 0, result.stderr
     for words in ("token fetched", "reused", "renewed", "replayed"):
         assert words in result.stdout
+    assert result.stdout.count("200 x HTTP 200") == 2  # httpx async and aiohttp tasks
+    assert "HTTP 200, no secret sent" in result.stdout  # mTLS, tls_client_auth
+    assert "HTTP 401: bound to its certificate" in result.stdout
 
 
 def test_pytest_plugin_in_a_throwaway_project(tmp_path: Path):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import requests
 
 from chaveiro._auth import ClientCredentialsAuth
+from chaveiro._certs import client_tls
 from chaveiro.providers import BitizeAuth, CidadaoAuth, ScorePositivoAuth, StackSpotAuth
 from chaveiro.testing import FakeTokenServer
 
@@ -56,6 +60,55 @@ def _providers(server: FakeTokenServer) -> None:
     print("  (StackSpot first tries its refresh token, which the revocation also killed)")
 
 
+def _aiohttp(server: FakeTokenServer, auth: ClientCredentialsAuth, api: str) -> None:
+    if importlib.util.find_spec("aiohttp") is None:
+        print("  (aiohttp is not installed: pip install 'chaveiro[aiohttp]')")
+        return
+    import aiohttp  # noqa: PLC0415 - an optional extra
+
+    server.revoke_all()
+
+    async def burst() -> list[int]:
+        async with aiohttp.ClientSession(middlewares=(auth,)) as session:
+
+            async def get() -> int:
+                async with session.get(api) as response:
+                    return response.status
+
+            return await asyncio.gather(*(get() for _ in range(200)))
+
+    codes = asyncio.run(burst())
+    _row("200 tasks, revoked token", f"{codes.count(200)} x HTTP 200", server)
+
+
+def _mtls() -> None:
+    if importlib.util.find_spec("trustme") is None:
+        print("  (trustme is not installed: pip install 'chaveiro[testing]')")
+        return
+    with FakeTokenServer(mtls=True) as bank, tempfile.TemporaryDirectory() as folder:
+        print(f"  local bank on {bank.url}: client certificates required, tokens bound to them")
+        tls = []
+        for name in ("company-a", "company-b"):
+            cert = bank.issue_client_cert(f"{name}.example", common_name=name)
+            bank.add_client(f"pix-{name}", tls_client_auth_subject_dn=cert.subject_dn)
+            p12 = Path(folder) / f"{name}.p12"
+            p12.write_bytes(cert.to_pkcs12("demo-password"))
+            tls.append(client_tls(p12, "demo-password", verify=bank.ca_file))
+        auth = ClientCredentialsAuth(
+            bank.oauth_token_url, "pix-company-a", auth_method="tls_client_auth", client_cert=tls[0]
+        )
+        api = bank.api_url("/api/cob")
+        with httpx.Client(auth=auth, verify=tls[0].ssl_context) as client:
+            status = client.get(api).status_code
+        print(f"  {'tls_client_auth with a .p12':<34} HTTP {status}, no secret sent")
+        with httpx.Client(verify=tls[1].ssl_context) as other:
+            token = auth.get_token().authorization
+            stolen = other.get(api, headers={"Authorization": token}).status_code
+        print(f"  {'the same token, another cert':<34} HTTP {stolen}: bound to its certificate")
+        for item in tls:
+            item.close()
+
+
 def run(*, lifetime: float = 3.0) -> int:
     """Run the demo; returns the exit status."""
     with FakeTokenServer(lifetime=lifetime) as server:
@@ -99,6 +152,8 @@ def run(*, lifetime: float = 3.0) -> int:
 
         codes = asyncio.run(burst())
         _row("200 tasks, revoked token", f"{codes.count(200)} x HTTP 200", server)
+        print("\naiohttp.ClientSession(middlewares=(auth,)), 200 concurrent tasks")
+        _aiohttp(server, auth, api)
         print("\nevery provider adapter, requests then httpx (same auth object)")
         _providers(server)
         stats = auth.stats
@@ -106,4 +161,6 @@ def run(*, lifetime: float = 3.0) -> int:
             f"\n{server.api_requests} API calls, {server.token_requests} token requests"
             f" (fetched {stats.fetched}, reused {stats.reused}, replayed {stats.replayed})."
         )
+    print("\nmutual TLS, as the Pix APIs of Brazilian banks want it")
+    _mtls()
     return 0
