@@ -135,27 +135,32 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             thumbprint=None if tls is None else tls.thumbprint,
         )
         self._cache = cache if cache is not None else default_cache()
+        self.replay_on_401 = replay_on_401
+        self._renew_on = check_renew_on(renew_on)
+        self._hosts = host_matcher(only_hosts)
+        self._session = session
+        self._tls = tls
+        self._timeout = (connect_timeout, read_timeout)
+        policy = Policy(
+            leeway=float(leeway),
+            attempts=max_attempts,
+            deadline=float(deadline),
+            wait_timeout=None if wait_timeout is None else float(wait_timeout),
+        )
+        self._start(identity, policy, clock, use_refresh_token)
+
+    def _start(self, identity: Identity, policy: Policy, clock: Clock, refresh: bool) -> None:
+        """What an auth object holds besides its settings: made anew by a copy too."""
         self._manager = TokenManager(
             self.dialect,
             self._settings,
             identity,
             self._cache,
             clock=clock,
-            policy=Policy(
-                leeway=float(leeway),
-                attempts=max_attempts,
-                deadline=float(deadline),
-                wait_timeout=None if wait_timeout is None else float(wait_timeout),
-            ),
-            use_refresh_token=use_refresh_token,
+            policy=policy,
+            use_refresh_token=refresh,
         )
-        self.replay_on_401 = replay_on_401
-        self._renew_on = check_renew_on(renew_on)
-        self._hosts = host_matcher(only_hosts)
-        self._session = session
-        self._tls = tls
-        self._own_session = _OwnSession(tls)
-        self._timeout = (connect_timeout, read_timeout)
+        self._own_session = _OwnSession(self._tls)
         self._on_response_hook = self._on_response
 
     # ---- presentation ---------------------------------------------------------------------
@@ -212,17 +217,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         state = dict(state)
         identity, policy, clock, use_refresh_token = state.pop("_manager")
         vars(self).update(state)
-        self._manager = TokenManager(
-            self.dialect,
-            self._settings,
-            identity,
-            self._cache,
-            clock=clock,
-            policy=policy,
-            use_refresh_token=use_refresh_token,
-        )
-        self._own_session = _OwnSession(self._tls)
-        self._on_response_hook = self._on_response
+        self._start(identity, policy, clock, use_refresh_token)
 
     # ---- construction from the environment -------------------------------------------------
 
