@@ -28,11 +28,10 @@ import contextvars
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._errors import ConfigurationError, TokenError
 from chaveiro._steps import RawResponse, Send, run_async
 from chaveiro._token import Token
-from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
+from chaveiro._transport import AuthCore, CappedBody, unreachable
 
 if TYPE_CHECKING:
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, ClientSession
@@ -158,16 +157,10 @@ class AiohttpMiddleware(AuthCore):
                 raise_for_status=False,  # an error answer is ours to read
                 timeout=self._client_timeout(session.timeout, send.timeout),
             ) as response:
-                if declared_too_large(response.headers):
-                    raise too_large(url)
-                chunks: list[bytes] = []
-                size = 0
+                body = CappedBody(url, response.headers)
                 async for chunk in response.content.iter_any():
-                    size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        raise too_large(url)
-                    chunks.append(chunk)
-                return RawResponse(response.status, response.headers, b"".join(chunks))
+                    body.add(chunk)
+                return RawResponse(response.status, response.headers, body.body())
         # asyncio.TimeoutError: the builtin TimeoutError only from Python 3.11 on.
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise unreachable(url, exc) from None

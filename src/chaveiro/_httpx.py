@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 
-from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._errors import TokenError
 from chaveiro._httpx_wire import (
     AsyncTrace,
@@ -34,7 +33,7 @@ from chaveiro._httpx_wire import (
 )
 from chaveiro._steps import CannotRetry, RawResponse, Send, run_async, run_sync
 from chaveiro._token import Token
-from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
+from chaveiro._transport import AuthCore, CappedBody, unreachable
 
 __all__ = ["HttpxAuth"]
 
@@ -86,28 +85,6 @@ class _Closed(Exception):  # noqa: N818 - never leaves this module
     def __init__(self, exit_: GeneratorExit) -> None:
         super().__init__()
         self.exit = exit_
-
-
-class _Capped:
-    """A response body, read up to the cap when it is a token response's."""
-
-    def __init__(self, response: httpx.Response, url: str, capped: bool) -> None:
-        if capped and declared_too_large(response.headers):
-            raise too_large(url)
-        self.response, self.url, self.capped = response, url, capped
-        self.chunks: list[bytes] = []
-        self.size = 0
-
-    def add(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.capped and self.size > MAX_BODY_BYTES:
-            raise too_large(self.url)
-        self.chunks.append(chunk)
-
-    def body(self) -> bytes:
-        body = b"".join(self.chunks)
-        self.response._content = body  # a user's response hook may still read it
-        return body
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -292,10 +269,12 @@ class HttpxAuth(AuthCore, httpx.Auth):
                         except GeneratorExit as exit_:
                             error = _Closed(exit_)
                     elif isinstance(item, _Read):
-                        body = _Capped(item.response, self._settings.token_url, item.capped)
-                        for chunk in item.response.iter_bytes():
+                        response = item.response
+                        url = self._settings.token_url
+                        body = CappedBody(url, response.headers, capped=item.capped)
+                        for chunk in response.iter_bytes():
                             body.add(chunk)
-                        reply = body.body()
+                        reply = response._content = body.body()  # user hooks may read it
                     else:
                         steps = steps or _Steps(self)
                         reply = steps.do(item)
@@ -330,10 +309,12 @@ class HttpxAuth(AuthCore, httpx.Auth):
                         except GeneratorExit as exit_:
                             error = _Closed(exit_)
                     elif isinstance(item, _Read):
-                        body = _Capped(item.response, self._settings.token_url, item.capped)
-                        async for chunk in item.response.aiter_bytes():
+                        response = item.response
+                        url = self._settings.token_url
+                        body = CappedBody(url, response.headers, capped=item.capped)
+                        async for chunk in response.aiter_bytes():
                             body.add(chunk)
-                        reply = body.body()
+                        reply = response._content = body.body()  # user hooks may read it
                     else:
                         steps = steps or _AsyncSteps(self)
                         reply = await steps.do(item)

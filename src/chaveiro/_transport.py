@@ -27,7 +27,7 @@ from chaveiro._errors import (
 from chaveiro._manager import TokenManager
 from chaveiro._token import Token
 
-__all__ = ["AuthCore", "declared_too_large", "too_large", "unreachable"]
+__all__ = ["AuthCore", "CappedBody", "declared_too_large", "too_large", "unreachable"]
 
 logger = logging.getLogger("chaveiro")
 
@@ -177,3 +177,27 @@ def declared_too_large(headers: Mapping[str, str]) -> bool:
     """True if ``Content-Length`` already says the body is over the cap: refuse it unread."""
     length = headers.get("Content-Length") or ""  # every HTTP library's headers ignore case
     return length.strip().isdigit() and int(length) > MAX_BODY_BYTES
+
+
+class CappedBody:
+    """A response body gathered chunk by chunk, refused past ``MAX_BODY_BYTES`` when ``capped``.
+
+    A token response that says (``Content-Length``) or turns out to be over the
+    cap is not a token response: :func:`too_large`, without reading the rest.
+    """
+
+    def __init__(self, url: str, headers: Mapping[str, str], *, capped: bool = True) -> None:
+        if capped and declared_too_large(headers):
+            raise too_large(url)
+        self.url, self.capped = url, capped
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.capped and self.size > MAX_BODY_BYTES:
+            raise too_large(self.url)
+        self.chunks.append(chunk)
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
