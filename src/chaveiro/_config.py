@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from chaveiro._caches import TokenCache
     from chaveiro._certs import ClientCert, ClientTLS
+    from chaveiro._dpop import DPoPKey
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -54,6 +55,9 @@ class AuthOptions(TypedDict, total=False):
     cache: TokenCache | None
     client_cert: ClientCert | ClientTLS | None
     client_cert_password: str | bytes | None
+    dpop_key: DPoPKey
+    dpop_alg: str | None
+    dpop_allow_bearer: bool
     leeway: float
     replay_on_401: bool
     renew_on: Iterable[int]

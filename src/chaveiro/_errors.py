@@ -14,6 +14,7 @@
         ├── TokenEndpointError         the endpoint failed (status and a short body excerpt)
         │   └── TokenEndpointUnreachableError  no HTTP answer at all (DNS, connect, TLS, timeout)
         └── InvalidTokenResponseError  a 2xx answer that is not a usable token
+            └── DPoPNotSupportedError  a Bearer token where a DPoP-bound one was asked for
 
 Messages name what went wrong and what to do. They never hold a client secret,
 an access token or a refresh token: provider bodies are excerpted, capped and
@@ -31,6 +32,7 @@ __all__ = [
     "ClientCertificateError",
     "ConfigurationError",
     "CredentialsRejectedError",
+    "DPoPNotSupportedError",
     "DiscoveryError",
     "InsecureURLError",
     "InvalidTokenResponseError",
@@ -237,3 +239,12 @@ class TokenEndpointUnreachableError(TokenEndpointError):
 
 class InvalidTokenResponseError(TokenError):
     """The token endpoint answered 2xx, but not with a usable token."""
+
+
+class DPoPNotSupportedError(InvalidTokenResponseError):
+    """The token endpoint answered a DPoP token request with a Bearer token.
+
+    The server ignored the DPoP proof: it does not support DPoP, or has it off
+    for this client. Sending that token as Bearer would silently drop the
+    protection, so chaveiro refuses it unless ``dpop_allow_bearer=True``.
+    """

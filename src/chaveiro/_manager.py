@@ -25,12 +25,13 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from chaveiro import _telemetry
 from chaveiro._caches import TokenCache
-from chaveiro._dialect import ClientSettings, Dialect, build_request, parse_response
+from chaveiro._dialect import ClientSettings, Dialect, TokenRequest, build_request, parse_response
 from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
 from chaveiro._flight import (
     RENEWAL_THREAD,
@@ -147,6 +148,12 @@ class TokenManager:
         self.slot = slot_for(cache, identity.key)
         self._renew_at: tuple[Token | None, float] = (None, 0.0)
         self._labels: tuple[str, str, str] | None = None
+
+    @property
+    def token_types(self) -> tuple[str, ...]:
+        """The token types this identity uses: ``Bearer``, or ``DPoP`` (RFC 9449)."""
+        dpop = self.settings.dpop
+        return ("Bearer",) if dpop is None else dpop.token_types
 
     @property
     def wait_timeout(self) -> float:
@@ -322,6 +329,8 @@ class TokenManager:
     def _adoptable(self, cached: object, stale: str | None) -> bool:
         if not isinstance(cached, Token) or cached.access_token == stale:
             return False
+        if cached.token_type not in self.token_types:
+            return False
         if not cached.is_fresh(self.clock(), self.policy.leeway):
             return False
         self.slot.stats.cache_hits += 1
@@ -353,18 +362,25 @@ class TokenManager:
     ) -> Flow:
         """Send token requests, with bounded retries for transient failures."""
         policy, settings = self.policy, self.settings
+        dpop, token_types = settings.dpop, self.token_types
         started = self.clock()
         attempt = 0
+        nonce_retried = False
         while True:
             now = self.clock()
-            request = build_request(self.dialect, settings, now, refresh_token=refresh)
+            request = self._with_proof(
+                build_request(self.dialect, settings, now, refresh_token=refresh), now
+            )
             left = policy.deadline - (now - started)
             grant = self._grant(refresh)
             status = 0
+            offered: str | None = None
             try:
                 with fetch.sending():
                     raw: RawResponse = yield Send(request, max(left, 0.05))
                 status = raw.status
+                if dpop is not None:  # RFC 9449 §8.2: any answer may carry the next nonce
+                    offered = dpop.heard(request.url, raw.headers)
                 raw = self._scrubbed(raw, refresh)
                 token = parse_response(
                     self.dialect,
@@ -373,6 +389,7 @@ class TokenManager:
                     raw.headers,
                     raw.body,
                     now,  # lifetimes count from when the request left: conservative
+                    token_types=token_types,
                 )
             except CannotRetry as exc:
                 error = self._redacted(exc.error, refresh)
@@ -381,6 +398,10 @@ class TokenManager:
             except TokenError as exc:
                 error = self._redacted(exc, refresh)
                 fetch.attempt(grant, _answered(status, error), error)
+                if self._nonce_retry(error, request, offered, nonce_retried):
+                    nonce_retried = True
+                    continue
+                nonce_retried = False
                 if isinstance(error, CredentialsRejectedError) and refresh is not None:
                     logger.info("refresh token refused (%s); using client credentials", error.error)
                     refresh = None
@@ -404,6 +425,37 @@ class TokenManager:
             fetch.attempt(grant, status, None)
             self._log_fetch(token, previous, refreshed=refresh is not None)
             return token
+
+    def _with_proof(self, request: TokenRequest, now: float) -> TokenRequest:
+        """``request`` with its DPoP proof: made last, with the newest nonce, once it is final."""
+        dpop = self.settings.dpop
+        if dpop is None:
+            return request
+        proof = dpop.proof(request.method, request.url, now)
+        return replace(request, headers=(*request.headers, ("DPoP", proof)))
+
+    def _nonce_retry(
+        self, error: TokenError, request: TokenRequest, offered: str | None, retried: bool
+    ) -> bool:
+        """RFC 9449 §8: ``use_dpop_nonce`` is answered by one retry with the nonce it gave.
+
+        Never twice in a row: a server that keeps asking for new nonces gets its error.
+        """
+        dpop = self.settings.dpop
+        if (
+            dpop is None
+            or retried
+            or not isinstance(error, CredentialsRejectedError)
+            or error.error != "use_dpop_nonce"
+            or not dpop.retry_with_nonce(dict(request.headers).get("DPoP"), offered)
+        ):
+            return False
+        self.slot.stats.nonce_retries += 1
+        logger.info(
+            "token endpoint %s asked for a DPoP nonce; retrying once with it",
+            self.settings.token_url,
+        )
+        return True
 
     def _grant(self, refresh: str | None) -> str | None:
         """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""

@@ -13,6 +13,8 @@ from chaveiro._errors import ConfigurationError
 if TYPE_CHECKING:
     from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
+    from chaveiro._dpop import DPoP
+
 __all__ = [
     "AUTH_METHODS",
     "CERTIFICATE_METHODS",
@@ -70,6 +72,8 @@ class ClientSettings:
     """Overrides the dialect's ``body_format`` when set."""
     grant_type_in: GrantTypeIn | None = None
     """Overrides the dialect's ``grant_type_in`` when set."""
+    dpop: DPoP | None = None
+    """DPoP (RFC 9449): every token request carries a proof made with this key."""
 
     def __post_init__(self) -> None:
         if self.auth_method not in AUTH_METHODS:

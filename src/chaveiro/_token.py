@@ -74,11 +74,18 @@ class Token:
     refresh_expires_at: float | None = None
     authorization: str = field(init=False, repr=False, compare=False)
     """The ``Authorization`` header value, ready to send."""
+    ath: str = field(init=False, repr=False, compare=False)
+    """A DPoP token's hash for proofs (RFC 9449 §4.2 ``ath``); empty for other tokens."""
     half_life: float = field(init=False, repr=False, compare=False)
     fingerprint: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "authorization", f"{self.token_type} {self.access_token}")
+        ath = ""
+        if self.token_type == "DPoP":
+            digest = hashlib.sha256(self.access_token.encode("ascii", "replace")).digest()
+            ath = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+        object.__setattr__(self, "ath", ath)
         object.__setattr__(self, "half_life", max(0.0, (self.expires_at - self.issued_at) / 2))
         object.__setattr__(self, "fingerprint", fingerprint(self.access_token))
 
@@ -203,6 +210,8 @@ class Identity:
     secret_digest: str = field(repr=False)
     cert_thumbprint: str | None = None
     """SHA-256 thumbprint of the client certificate (mTLS); tokens are bound to it."""
+    dpop: str | None = None
+    """The DPoP key's RFC 7638 thumbprint (and whether a Bearer answer may stand in)."""
     key: str = field(init=False, repr=False, compare=False)
     """A cache key: a hash of all the above, safe for file names and Redis keys."""
 
@@ -217,6 +226,8 @@ class Identity:
         ]
         if self.cert_thumbprint is not None:  # keys without a certificate stay as they were
             parts.append(self.cert_thumbprint)
+        if self.dpop is not None:  # nor do keys without DPoP
+            parts.append(["dpop", self.dpop])
         canonical = json.dumps(parts)
         object.__setattr__(self, "key", hashlib.sha256(canonical.encode()).hexdigest()[:40])
 
@@ -230,12 +241,18 @@ class Identity:
         extra: Mapping[str, str] | None = None,
         *,
         thumbprint: str | None = None,
+        dpop: str | None = None,
     ) -> Identity:
-        """The identity of these settings; ``thumbprint`` is the client certificate's, if any."""
+        """The identity of these settings.
+
+        ``thumbprint`` is the client certificate's, if any; ``dpop`` the DPoP key's
+        (:attr:`chaveiro._dpop.DPoP.identity`), if any: a token bound to one key or
+        certificate is never used with another.
+        """
         raw = secret.encode() if isinstance(secret, str) else secret
         digest = hashlib.sha256(b"chaveiro-secret\0" + raw).hexdigest()
         pairs = tuple(sorted((extra or {}).items()))
-        return cls(token_url, client_id, scope, pairs, digest, thumbprint or None)
+        return cls(token_url, client_id, scope, pairs, digest, thumbprint or None, dpop or None)
 
 
 def jwt_claims(token: str) -> dict[str, object] | None:
