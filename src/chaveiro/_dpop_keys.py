@@ -112,7 +112,8 @@ def _material(key: object) -> KeyMaterial:
         raw = key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        kind, algs, jwk = "Ed25519", ("EdDSA",), {"crv": "Ed25519", "kty": "OKP", "x": b64(raw)}
+        kind, algs = "Ed25519", ("EdDSA", "Ed25519")  # RFC 9864 names it Ed25519 too
+        jwk = {"crv": "Ed25519", "kty": "OKP", "x": b64(raw)}
     elif isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _EC_ALGS:
         crv, alg, size = _EC_ALGS[key.curve.name]
         point = key.public_key().public_numbers()
