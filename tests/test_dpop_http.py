@@ -148,7 +148,7 @@ def test_a_bearer_answer_to_a_dpop_request_is_refused(call: Call):
         auth = auth_for(plain)
         with pytest.raises(DPoPNotSupportedError, match="dpop_allow_bearer=True") as info:
             call(auth, "GET", plain.api_url())
-        assert "OAuth 2.0 DPoP Bound Access Tokens" in str(info.value)
+        assert '"Require DPoP bound tokens"' in str(info.value)
         assert plain.api_requests == 0
 
 

@@ -75,9 +75,9 @@ _TOKEN_TYPES = {"bearer": "Bearer", "": "Bearer", "dpop": "DPoP"}
 _NOT_DPOP = (
     "The token endpoint {url} answered a DPoP token request with a Bearer token: it does not"
     " support DPoP, or DPoP is off for this client. Turn DPoP on for the client at the"
-    " provider (Keycloak 26.4 and later: the client's Advanced tab, \"OAuth 2.0 DPoP Bound"
-    ' Access Tokens"), or pass dpop_allow_bearer=True to accept Bearer tokens, which are'
-    " not bound to the key."
+    " provider (Keycloak 26.4 and later: the client's Settings tab, Capability config,"
+    ' "Require DPoP bound tokens"), or pass dpop_allow_bearer=True to accept Bearer'
+    " tokens, which are not bound to the key."
 )
 
 
