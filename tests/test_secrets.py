@@ -200,12 +200,12 @@ def test_no_private_key_or_proof_in_any_log_error_or_repr(caplog: pytest.LogCapt
 
     def scan(auth: ClientCredentialsAuth, server: FakeTokenServer) -> None:
         texts.extend([repr(auth), str(auth), repr(auth._settings), repr(auth._manager.identity)])
-        session = requests.Session()
-        session.auth = auth
-        attempt(lambda: session.get(server.api_url(), timeout=10))
-        attempt(auth.get_token)
-        server.rotate_dpop_nonce() if server.dpop_nonce else server.revoke_all()
-        attempt(lambda: session.post(server.api_url(), data=b"x", timeout=10))
+        with requests.Session() as session:
+            session.auth = auth
+            attempt(lambda: session.get(server.api_url(), timeout=10))
+            attempt(auth.get_token)
+            server.rotate_dpop_nonce() if server.dpop_nonce else server.revoke_all()
+            attempt(lambda: session.post(server.api_url(), data=b"x", timeout=10))
         attempt(lambda: anyio.run(auth.aget_token))
 
         async def through_aiohttp() -> object:
