@@ -357,3 +357,16 @@ def test_a_stackspot_keycloak_client_with_dpop(server: FakeTokenServer, call: Ca
     assert call(auth, "GET", server.api_url())[0] == 200
     assert server.api_request_log[-1].headers["authorization"].startswith("DPoP ")
     assert server.dpop_refusals == []
+
+
+def test_replay_off_still_answers_a_nonce_challenge(nonce_server: FakeTokenServer, call: Call):
+    """replay_on_401=False keeps a refused token's 401, but a nonce challenge (the server
+    refused the proof before doing anything) is still answered once."""
+    auth = auth_for(nonce_server, replay_on_401=False)
+    assert call(auth, "GET", nonce_server.api_url())[0] == 200
+    nonce_server.rotate_dpop_nonce()
+    assert call(auth, "POST", nonce_server.api_url(), data=b"x")[0] == 200
+    assert auth.stats.nonce_retries == 2
+    nonce_server.revoke_all()
+    assert call(auth, "GET", nonce_server.api_url())[0] == 401
+    assert auth.stats.fetched == 1
