@@ -370,3 +370,13 @@ def test_replay_off_still_answers_a_nonce_challenge(nonce_server: FakeTokenServe
     nonce_server.revoke_all()
     assert call(auth, "GET", nonce_server.api_url())[0] == 401
     assert auth.stats.fetched == 1
+
+
+def test_ed25519_by_its_rfc9864_name(server: FakeTokenServer, call: Call):
+    """dpop_alg="Ed25519" (RFC 9864's name for EdDSA with Ed25519) is accepted by the fake."""
+    auth = auth_for(server, key_pem("ed25519"), dpop_alg="Ed25519")
+    assert call(auth, "GET", server.api_url())[0] == 200
+    assert claims_of(proof_of(server.api_request_log[-1]))["htm"] == "GET"
+    head = proof_of(server.api_request_log[-1]).split(".")[0]
+    assert json.loads(base64.urlsafe_b64decode(head + "=="))["alg"] == "Ed25519"
+    assert server.dpop_refusals == []
