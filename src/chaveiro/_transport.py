@@ -24,6 +24,7 @@ from chaveiro._errors import (
     TokenEndpointUnreachableError,
     excerpt,
 )
+from chaveiro._httpx_family import CORES, LIBRARIES
 from chaveiro._manager import TokenManager
 from chaveiro._token import Token
 
@@ -32,8 +33,7 @@ __all__ = ["AuthCore", "CappedBody", "declared_too_large", "too_large", "unreach
 logger = logging.getLogger("chaveiro")
 
 _TIMEOUTS = (
-    ("httpx", "TimeoutException"),
-    ("httpcore", "TimeoutException"),
+    *((library, "TimeoutException") for library in (*LIBRARIES, *CORES)),
     ("requests", "Timeout"),
     ("aiohttp", "ServerTimeoutError"),
     ("aiohttp", "ConnectionTimeoutError"),
