@@ -10,9 +10,21 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 import trustme
+
+if os.environ.get("CHAVEIRO_TEST_HTTPX") == "httpx2":  # the httpx2 sessions of noxfile.py
+    import sys
+
+    import httpcore2
+    import httpx2
+
+    if hasattr(httpx2, "alias_httpx"):
+        httpx2.alias_httpx()  # every ``import httpx`` below is httpx2
+    else:  # before alias_httpx(), the same by hand
+        sys.modules["httpx"], sys.modules["httpcore"] = httpx2, httpcore2
 
 from chaveiro import ClientCredentialsAuth
 from chaveiro._manager import wait_for_renewals
@@ -48,6 +60,12 @@ def _fresh_chaveiro_state() -> Iterator[None]:
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture(params=["httpx", "httpx2"])
+def hx(request: pytest.FixtureRequest) -> ModuleType:
+    """httpx, then httpx2: the libraries of the httpx family (skipped where not installed)."""
+    return pytest.importorskip(str(request.param))
 
 
 @pytest.fixture

@@ -18,10 +18,12 @@ from tests.conftest import CLIENT_ID, CLIENT_SECRET
 ON_USE = (
     *("authlib", "joserfc", "cryptography", "redis", "trio", "asyncio", "zoneinfo", "httpcore"),
     *("opentelemetry", "trustme", "aiohttp", "niquests"),
+    *("httpx", "httpx2", "httpcore2", "httpxyz", "httpcorexyz"),
 )
 """Loaded only by the feature that needs them: JWT client authentication (and client
 certificates), RedisCache, trio, asyncio, Bitize's time zone, an httpx client's transport
-(httpcore imports trio when it is installed), telemetry, the fake provider's mTLS mode."""
+(httpcore imports trio when it is installed), telemetry, the fake provider's mTLS mode, and
+the httpx family itself: chaveiro never imports httpx or httpx2, the user's code does."""
 HTTP = ("requests", "httpx", "httpcore", "urllib3", "h11")
 
 
@@ -58,8 +60,8 @@ def test_public_api_loads_no_optional_library():
         "ClientCredentialsAuth('https://idp.example/token', 'id', 'secret',"
         " auth_method='client_secret_jwt', cache=FileCache('/tmp/chaveiro-import-probe'))\n"
     )
-    assert {"chaveiro", "requests", "httpx"} <= loaded
-    added = loaded - loaded_after("import requests, httpx")  # httpx < 0.28 imports httpcore
+    assert {"chaveiro", "requests"} <= loaded
+    added = loaded - loaded_after("import requests")
     assert added.isdisjoint(ON_USE), sorted(added.intersection(ON_USE))
 
 

@@ -36,9 +36,12 @@ from chaveiro._errors import ConfigurationError, MissingSettingError
 from chaveiro._httpx import HttpxAuth
 from chaveiro._manager import Policy, Stats, TokenManager
 from chaveiro._requests import RequestsAuth, _OwnSession, discover
+from chaveiro._steps import obtain_async
 from chaveiro._token import DEFAULT_LEEWAY, Clock, Identity, Token, normalize_scope
 
 if TYPE_CHECKING:
+    import httpx
+    import httpx2
     from typing_extensions import Self
 
 __all__ = ["AuthOptions", "ClientCredentialsAuth"]
@@ -343,6 +346,26 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         renewed in the background.
         """
         return self._manager.fresh_token() or self._obtain_sync(None, background=True)
+
+    async def aget_token(
+        self, *, client: httpx.AsyncClient | httpx2.AsyncClient | None = None
+    ) -> Token:
+        """The current token, fetched or renewed if needed (asyncio or trio).
+
+        With ``client``, an ``AsyncClient`` of httpx or httpx2, the token request
+        is sent through it: its TLS settings, proxies and transport apply.
+        Without, it goes exactly where :meth:`get_token`'s goes: through
+        ``session=``, or chaveiro's own requests session (which honours the
+        environment's proxies and CA bundle), in a worker thread, so the event
+        loop never waits on it.
+        """
+        token = self._manager.fresh_token()
+        if token is not None:
+            return token
+        if client is not None:
+            return await self._aget_token_through(client)
+        flow = self._manager.flow(None)
+        return await obtain_async(flow, self._cache, self._send_in_thread)
 
 
 def _load_client_cert(

@@ -220,6 +220,12 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
             return False
         return True
 
+    async def _send_in_thread(self, send: Send) -> RawResponse:
+        """:meth:`_send_requests` in a worker thread, awaited (asyncio or trio)."""
+        from anyio import to_thread  # noqa: PLC0415 - only for aget_token() without a client
+
+        return await to_thread.run_sync(self._send_requests, send, abandon_on_cancel=True)
+
     def _send_requests(self, send: Send) -> RawResponse:
         request = send.request
         session = self._requests_session()

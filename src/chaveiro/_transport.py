@@ -25,6 +25,7 @@ from chaveiro._errors import (
     TokenEndpointUnreachableError,
     excerpt,
 )
+from chaveiro._httpx_family import CORES, LIBRARIES
 from chaveiro._manager import TokenManager
 from chaveiro._token import Token
 
@@ -42,8 +43,7 @@ __all__ = [
 logger = logging.getLogger("chaveiro")
 
 _TIMEOUTS = (
-    ("httpx", "TimeoutException"),
-    ("httpcore", "TimeoutException"),
+    *((library, "TimeoutException") for library in (*LIBRARIES, *CORES)),
     ("requests", "Timeout"),
     ("aiohttp", "ServerTimeoutError"),
     ("aiohttp", "ConnectionTimeoutError"),
