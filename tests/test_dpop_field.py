@@ -10,6 +10,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -18,6 +20,7 @@ import requests
 
 from chaveiro import ClientCredentialsAuth, FileCache, RedisCache, client_tls
 from chaveiro.testing import FakeTokenServer
+from tests._proxy import Proxy
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 from tests.dpop_keys import key_pem, verify
 from tests.test_dpop_http import CLIENTS, Call, auth_for, claims_of, proof_of
@@ -26,6 +29,12 @@ from tests.test_dpop_http import CLIENTS, Call, auth_for, claims_of, proof_of
 @pytest.fixture(params=list(CLIENTS))
 def call(request: pytest.FixtureRequest) -> Call:
     return CLIENTS[request.param]
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    with Proxy() as running:
+        yield running
 
 
 @pytest.fixture
@@ -289,3 +298,40 @@ def test_the_dpop_pages_examples_compile_and_the_local_one_runs(doc: Path):
     local = [s for s in sources if "FakeTokenServer(dpop=True" in s]
     assert len(local) == 1
     exec(compile(local[0], str(doc), "exec"), {})  # our own documentation
+
+
+# ---- forward proxies -----------------------------------------------------------------------
+
+
+def test_dpop_through_a_forward_proxy_with_a_redirect(
+    hx: ModuleType, proxy: Any, server: FakeTokenServer, monkeypatch: pytest.MonkeyPatch
+):
+    """Through a forward proxy (absolute URLs), the token request, the API request and its
+    redirect hop each carry a proof for the URL they name."""
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    auth = auth_for(server)
+    target = server.api_url("/api/next")
+    start = server.api_url("/api/redirect") + "?to=" + quote(target)
+    with hx.Client(auth=auth, follow_redirects=True, timeout=10) as client:
+        assert client.get(start).status_code == 200
+    with requests.Session() as session:
+        session.auth = auth
+        assert session.get(start, timeout=10).status_code == 200
+    assert proxy.seen.count(f"GET {target}") == 2
+    assert f"POST {server.oauth_token_url}" in proxy.seen
+    assert server.dpop_refusals == []
+    assert server.dpop_proofs == 3  # the token request's and each hop's (/api/redirect: none)
+
+
+def test_a_users_trace_hears_every_request_of_a_dpop_call(hx: ModuleType, server: FakeTokenServer):
+    """The hops' proofs ride on the request's ``trace``: the user's own still gets every event."""
+    events: list[str] = []
+    start = server.api_url("/api/redirect") + "?to=" + quote(server.api_url("/api/next"))
+    with hx.Client(auth=auth_for(server), follow_redirects=True, timeout=10) as client:
+        trace = {"trace": lambda event, info: events.append(event)}
+        assert client.get(start, extensions=trace).status_code == 200
+    sent = [e for e in events if e.endswith("send_request_headers.started")]
+    assert len(sent) == 3  # the token request, the request, its hop
+    assert server.dpop_refusals == []

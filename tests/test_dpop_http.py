@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
+import importlib.util
 import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 import requests
 
@@ -50,7 +54,34 @@ def with_aiohttp(auth: ClientCredentialsAuth, method: str, url: str, **kw: Any) 
     return asyncio.run(call())
 
 
+def with_sync(library: ModuleType) -> Call:
+    def call(auth: ClientCredentialsAuth, method: str, url: str, **kw: Any) -> Answer:
+        with library.Client(auth=auth, timeout=10, follow_redirects=True) as client:
+            response = client.request(method, url, content=kw.get("data"))
+            return response.status_code, response.json()
+
+    return call
+
+
+def with_async(library: ModuleType, loop: str) -> Call:
+    def call(auth: ClientCredentialsAuth, method: str, url: str, **kw: Any) -> Answer:
+        async def main() -> Answer:
+            async with library.AsyncClient(auth=auth, timeout=10, follow_redirects=True) as client:
+                response = await client.request(method, url, content=kw.get("data"))
+                return response.status_code, response.json()
+
+        return anyio.run(main, backend=loop)
+
+    return call
+
+
 CLIENTS: dict[str, Call] = {"requests": with_requests, "aiohttp": with_aiohttp}
+for _name in ("httpx", "httpx2"):
+    if importlib.util.find_spec(_name) is not None:
+        _library = importlib.import_module(_name)
+        CLIENTS[_name] = with_sync(_library)
+        CLIENTS[f"{_name}-asyncio"] = with_async(_library, "asyncio")
+        CLIENTS[f"{_name}-trio"] = with_async(_library, "trio")
 
 
 @pytest.fixture(params=list(CLIENTS))

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from chaveiro._errors import TokenError
+from chaveiro._httpx_dpop import HopProofs, prove
 from chaveiro._httpx_family import family, join, library_of
 from chaveiro._httpx_wire import (
     AsyncTrace,
@@ -37,7 +38,7 @@ from chaveiro._httpx_wire import (
 )
 from chaveiro._steps import CannotRetry, RawResponse, Send, run_async, run_sync
 from chaveiro._token import Token
-from chaveiro._transport import AuthCore, CappedBody, unreachable
+from chaveiro._transport import RENEW, AuthCore, CappedBody, unreachable
 
 if TYPE_CHECKING:
     import httpx
@@ -179,21 +180,36 @@ class HttpxAuth(AuthCore, _Family):
         if token is None:
             token = yield from self._exchange(request, None, library, asynchronous=asynchronous)
         request.headers["Authorization"] = token.authorization
+        proof = None if self._dpop is None else prove(self, request, token, asynchronous)
         response = yield request
-        if (
-            not self._renews(response.status_code)
-            or not _answered(response, token)
-            or not _replayable(request)
-        ):
+        if proof is None and not self._renews(response.status_code):
             return
-        yield _Read(response, capped=False)  # frees its connection while we wait for a token
-        stale = token.access_token
-        renewed = yield from self._exchange(request, stale, library, asynchronous=asynchronous)
-        if renewed.access_token == token.access_token:
-            return
-        self._replayed(renewed)
-        request.headers["Authorization"] = renewed.authorization
-        yield request
+        nonce_retried = renewed = False
+        while True:
+            step = self._after(
+                str(request.url),
+                response.status_code,
+                response.headers,
+                proof,
+                nonce_retried=nonce_retried,
+                renewed=renewed,
+            )
+            if step is None or not _answered(response, token) or not _replayable(request):
+                return
+            yield _Read(response, capped=False)  # frees its connection meanwhile
+            if step == RENEW:
+                stale = token.access_token
+                exchange = self._exchange(request, stale, library, asynchronous=asynchronous)
+                fresh = yield from exchange
+                if fresh.access_token == stale:
+                    return
+                renewed, token = True, fresh
+                self._replayed(token)
+                request.headers["Authorization"] = token.authorization
+            else:
+                nonce_retried = True
+            proof = None if self._dpop is None else prove(self, request, token, asynchronous)
+            response = yield request
 
     def _exchange(
         self, user_request: Any, stale: str | None, library: ModuleType, *, asynchronous: bool
@@ -250,6 +266,8 @@ class HttpxAuth(AuthCore, _Family):
             for phase in mine
         }
         user_trace = user_request.extensions.get("trace") if user_request is not None else None
+        if isinstance(user_trace, HopProofs):  # a replay's: its proofs are not for this request
+            user_trace = user_trace.user_trace
         tracer = AsyncTrace if asynchronous else Trace
         token_request.extensions["trace"] = tracer(library, token_request.url, user_trace)
         return token_request
