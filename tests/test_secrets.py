@@ -207,6 +207,8 @@ def test_no_private_key_or_proof_in_any_log_error_or_repr(caplog: pytest.LogCapt
             server.rotate_dpop_nonce() if server.dpop_nonce else server.revoke_all()
             attempt(lambda: session.post(server.api_url(), data=b"x", timeout=10))
         attempt(lambda: anyio.run(auth.aget_token))
+        with httpx.Client(auth=auth) as client:
+            attempt(lambda: client.get(server.api_url()))
 
         async def through_aiohttp() -> object:
             async with (
