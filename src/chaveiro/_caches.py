@@ -25,7 +25,7 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
@@ -39,8 +39,10 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "LOCK_POLL",
     "MemoryCache",
     "TokenCache",
+    "cache_advice",
     "cache_trouble",
     "default_cache",
     "paused",
@@ -54,7 +56,8 @@ WARN_INTERVAL = 60.0
 """A failing shared cache is reported at most once per this many seconds."""
 
 _MAX_FILE_BYTES = 256 * 1024
-_LOCK_POLL = 0.05
+LOCK_POLL = 0.05
+"""Seconds between two attempts at a busy lock of a shared cache."""
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
@@ -159,6 +162,7 @@ class _Trouble:
     warned_at: float = -WARN_INTERVAL
     unreported: int = 0
     paused_until: float = 0.0
+    advised: set[str] = field(default_factory=set)
 
 
 _troubles: dict[str, _Trouble] = {}
@@ -190,6 +194,20 @@ def cache_trouble(where: str, action: str, exc: BaseException, *, pause: float =
         f" ({unreported} more failures since the last warning)" if unreported else "",
         extra={"chaveiro_event": "cache_failed"},
     )
+
+
+def cache_advice(where: str, topic: str, advice: str) -> None:
+    """Warn once per process that the cache ``where`` works, but not as well as it could.
+
+    For a setting to change rather than a failure: ``advice`` says what to do;
+    ``topic`` names it, so that each piece of advice is given once.
+    """
+    with _troubles_lock:
+        advised = _troubles.setdefault(where, _Trouble()).advised
+        if topic in advised:
+            return
+        advised.add(topic)
+    logger.warning("token cache %s: %s", where, advice, extra={"chaveiro_event": "cache_advice"})
 
 
 def paused(where: str) -> bool:
@@ -227,7 +245,7 @@ async def polled_lock(
         if time.monotonic() >= deadline:
             logger.info("gave up waiting %.1f s for %s", timeout, what)
             break
-        await anyio.sleep(_LOCK_POLL)
+        await anyio.sleep(LOCK_POLL)
     try:
         yield bool(outcome)
     finally:
