@@ -139,7 +139,9 @@ def test_redis_cache_around_a_client_no_url_describes_cannot_be_pickled():
     provider = redis.credentials.UsernamePasswordCredentialProvider("user", "redis-password")
     client = redis.Redis(host="127.0.0.1", port=1, credential_provider=provider)
     cache = RedisCache(client=client)
-    with pytest.raises(TypeError, match=r"Build the cache from a URL instead, RedisCache\('redis://"):
+    with pytest.raises(
+        TypeError, match=r"Build the cache from a URL instead, RedisCache\('redis://"
+    ):
         pickle.dumps(cache)
     assert copy.deepcopy(cache) is cache
     assert copy.copy(cache) is cache

@@ -32,7 +32,7 @@ import anyio
 import anyio.to_thread
 
 from chaveiro import _travel
-from chaveiro._errors import excerpt
+from chaveiro._errors import ChaveiroError, excerpt
 from chaveiro._token import Token
 
 if TYPE_CHECKING:
@@ -174,6 +174,8 @@ def cache_trouble(where: str, action: str, exc: BaseException, *, pause: float =
 
     ``pause`` > 0 also leaves the backend alone for that many seconds (see
     :func:`paused`), so that a store that is down costs one timeout, not one per call.
+    A store's own error is excerpted; a :class:`ChaveiroError` (a message of ours that
+    says what to do) is shown whole.
     """
     now = time.monotonic()
     with _troubles_lock:
@@ -189,7 +191,7 @@ def cache_trouble(where: str, action: str, exc: BaseException, *, pause: float =
         where,
         action,
         type(exc).__name__,
-        excerpt(str(exc), 160),
+        str(exc) if isinstance(exc, ChaveiroError) else excerpt(str(exc), 160),
         f"; not asking it again for {pause:.0f} s" if pause > 0 else "",
         f" ({unreported} more failures since the last warning)" if unreported else "",
         extra={"chaveiro_event": "cache_failed"},

@@ -64,6 +64,8 @@ def sentinel_client(url: str, **options: Any) -> redis.Redis:
     sentinels = [_host_port(part, url) for part in hosts.split(",")]
     if not service:
         raise _bad_sentinel_url(url, "it names no service (the master's name in Sentinel)")
+    if db and not db.isdigit():
+        raise _bad_sentinel_url(url, f"the database {db!r} is not a number")
     server_scheme = "rediss" if scheme.startswith("rediss") else "redis"
     try:
         kwargs = parse(f"{server_scheme}://{userinfo}{at}sentinel/{db}?{query}")
