@@ -121,10 +121,9 @@ def url_of(client: object) -> str | None:
     from redis.sentinel import SentinelConnectionPool  # noqa: PLC0415
 
     if isinstance(client, RedisCluster):
-        node = _first_node(client)
-        settings = client.nodes_manager.connection_kwargs
-        tls = bool(settings.get("ssl")) or _is_tls(settings.get("connection_class"))
-        return _server_url(settings, f"{node}/0", tls=tls)
+        shared: Mapping[str, Any] = client.nodes_manager.connection_kwargs
+        tls = bool(shared.get("ssl")) or _is_tls(shared.get("connection_class"))
+        return _server_url(shared, f"{_first_node(client)}/0", tls=tls)
     pool = getattr(client, "connection_pool", None)
     settings: object = getattr(pool, "connection_kwargs", None)
     if not isinstance(settings, Mapping):
