@@ -25,7 +25,7 @@ from chaveiro import _travel
 from chaveiro._caches import paused, polled_lock
 from chaveiro._errors import ConfigurationError
 from chaveiro._redis_lease import Lease
-from chaveiro._redis_link import Failed, Link, Outcome, failures, no_setinfo
+from chaveiro._redis_link import Failed, Link, Outcome, failures, is_moved, no_setinfo
 from chaveiro._redis_urls import url_of
 from chaveiro._token import Token
 
@@ -258,15 +258,13 @@ class RedisCache:
         self, action: str, command: Callable[[Any], Awaitable[_T]]
     ) -> _T | Failed | Outcome:
         """``await command(client)`` with an asyncio client; ``MOVED``: ask again in a thread."""
-        from redis.exceptions import MovedError  # noqa: PLC0415
-
         seen = self._link.client
         try:
             async with self._asyncio_client() as client:
                 return await command(client)
-        except MovedError as exc:
-            return Outcome.MOVED if self._link.moved(seen, action, exc) else Outcome.FAILED
         except failures() as exc:
+            if is_moved(exc):
+                return Outcome.MOVED if self._link.moved(seen, action, exc) else Outcome.FAILED
             self._link.failed(action, exc)
             return Outcome.FAILED
 

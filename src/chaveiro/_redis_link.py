@@ -28,7 +28,7 @@ from chaveiro._redis_urls import SENTINEL_SCHEMES, address_of, sentinel_client
 if TYPE_CHECKING:
     from redis.retry import Retry
 
-__all__ = ["Link", "Outcome", "failures"]
+__all__ = ["Link", "Outcome", "failures", "is_moved"]
 
 logger = logging.getLogger("chaveiro")
 
@@ -55,6 +55,16 @@ def failures() -> tuple[type[BaseException], ...]:
     from redis.exceptions import RedisClusterException  # noqa: PLC0415
 
     return redis.RedisError, RedisClusterException, OSError
+
+
+def is_moved(exc: BaseException) -> bool:
+    """True for a ``MOVED`` answer: the server is a node of a cluster, and not the key's."""
+    from redis.exceptions import MovedError, ResponseError  # noqa: PLC0415
+
+    # Before redis-py 6 (or so), a plain client's parser left MOVED a ResponseError.
+    return isinstance(exc, MovedError) or (
+        isinstance(exc, ResponseError) and str(exc).startswith("MOVED ")
+    )
 
 
 class Link:
@@ -96,18 +106,16 @@ class Link:
 
     def run(self, action: str, command: Callable[[Any], _T]) -> _T | Failed:
         """``command(client)``, or ``Outcome.FAILED`` after reporting why it failed."""
-        from redis.exceptions import MovedError  # noqa: PLC0415
-
         for _ in range(2):
             client = self.client
             try:
                 return command(client)
-            except MovedError as exc:
+            except failures() as exc:
+                if not is_moved(exc):
+                    self.failed(action, exc)
+                    return Outcome.FAILED
                 if not self.moved(client, action, exc):
                     return Outcome.FAILED
-            except failures() as exc:
-                self.failed(action, exc)
-                return Outcome.FAILED
         return Outcome.FAILED
 
     def moved(self, seen: object, action: str, exc: BaseException) -> bool:

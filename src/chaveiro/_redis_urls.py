@@ -189,8 +189,12 @@ def _is_tls(connection_class: object) -> bool:
 
 def _first_node(client: Any) -> str:
     """The node a cluster client was pointed at (the first one, if several)."""
-    node = client.startup_nodes[0] if client.startup_nodes else client.get_default_node()
-    return _netloc(node.host, node.port)
+    nodes = (  # newer redis-py keeps the nodes given; older, only its nodes manager
+        getattr(client, "startup_nodes", None)
+        or list(client.nodes_manager.startup_nodes.values())
+        or [client.get_default_node()]
+    )
+    return _netloc(nodes[0].host, nodes[0].port)
 
 
 def _netloc(host: object, port: object) -> str:
