@@ -15,7 +15,7 @@ import email.utils
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote_plus, urlencode
 
@@ -24,6 +24,7 @@ from chaveiro._errors import (
     InvalidTokenResponseError,
     TokenEndpointError,
     excerpt,
+    hiding,
 )
 from chaveiro._settings import (
     AUTH_METHODS,
@@ -276,8 +277,27 @@ def parse_response(
     headers: Mapping[str, str],
     body: bytes,
     now: float,
+    *,
+    secrets: Iterable[str] = (),
 ) -> Token:
-    """A token from a token endpoint's answer, or the typed error it amounts to."""
+    """A token from a token endpoint's answer, or the typed error it amounts to.
+
+    ``secrets`` are what the request carried (the client secret, a refresh token).
+    The answer is parsed as it came; should the provider echo one of them, it is cut
+    out of what the error message and the log records show, never out of what is read.
+    """
+    with hiding(secrets):
+        return _parse(dialect, url, status, headers, body, now)
+
+
+def _parse(
+    dialect: Dialect,
+    url: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+) -> Token:
     payload = _decode(headers, body)
     if not 200 <= status < 300:
         code = payload.get("error") if payload is not None else None
