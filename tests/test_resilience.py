@@ -772,3 +772,21 @@ async def test_a_waiter_that_gives_up_leaves_the_others_waiting():
         assert results == [False]
         flight.finish(token)
     assert results == [False, True, True]
+
+
+def test_a_refused_auth_method_does_not_refuse_another(server: FakeTokenServer, make_auth):
+    """A rejected client_secret_basic leaves client_secret_post free to try (same id and secret).
+
+    The other way of authenticating asks the provider at once and gets its token, while the
+    rejected one stays in its cool-down, without a request.
+    """
+    server.auth_methods_supported = ["client_secret_post"]
+    basic = make_auth()
+    with pytest.raises(CredentialsRejectedError):
+        basic.get_token()
+    post = make_auth(auth_method="client_secret_post")
+    assert post.get_token().access_token in server.issued_tokens
+    with pytest.raises(CredentialsRejectedError):
+        basic.get_token()
+    assert server.token_requests == 2
+    assert post.stats.failed == 0

@@ -133,6 +133,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             self._settings.scope,
             extra,
             thumbprint=None if tls is None else tls.thumbprint,
+            client_auth=self._settings.client_auth,
         )
         self._cache = cache if cache is not None else default_cache()
         self.replay_on_401 = replay_on_401

@@ -119,12 +119,11 @@ def _assertion(settings: ClientSettings, now: float) -> str:
     options: dict[str, object] = {"issued_at": int(now), "expires_in": _ASSERTION_LIFETIME}
     if settings.key_id:
         options["header"] = {"kid": settings.key_id}
+    options["alg"] = settings.alg
     if settings.auth_method == "client_secret_jwt":
         sign = client_secret_jwt_sign
-        options["alg"] = settings.signing_alg or "HS256"
     else:
         sign = private_key_jwt_sign
-        options["alg"] = settings.signing_alg or "RS256"
     result = sign(key, settings.client_id, settings.token_url, **options)
     return result.decode() if isinstance(result, bytes) else str(result)
 
