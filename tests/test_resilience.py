@@ -247,6 +247,8 @@ def test_cooldown_grows_with_failures_and_is_capped():
     assert [policy.cooldown_for(failing, n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
     rejected = CredentialsRejectedError("x", error="invalid_client")
     assert [policy.cooldown_for(rejected, n) for n in range(1, 4)] == [10, 20, 30]
+    forbidden = TokenEndpointError("x", status_code=403)
+    assert [policy.cooldown_for(forbidden, n) for n in range(1, 4)] == [10, 20, 30]
     told = TokenEndpointError("x", status_code=503, retry_after=2.0)
     assert [policy.cooldown_for(told, n) for n in range(1, 6)] == [2, 2, 2, 2, 2]
 
@@ -790,3 +792,32 @@ def test_a_refused_auth_method_does_not_refuse_another(server: FakeTokenServer, 
         basic.get_token()
     assert server.token_requests == 2
     assert post.stats.failed == 0
+
+
+def test_an_empty_403_names_the_credentials_and_cools_down_like_a_rejection(
+    server: FakeTokenServer, make_auth
+):
+    """Glewlwyd's answer to a failed client authentication: 403, empty body.
+
+    The message names the credentials as a likely cause; the request is not retried, and
+    the cool-down is that of rejected credentials (10 s, then 20 s), not an outage's 1 s.
+    """
+    clock = FakeClock()
+    server.fail(Failure.empty(403))
+    auth = make_auth(clock=clock)
+    for expected, pause in enumerate((10.0, 20.0), start=1):
+        with pytest.raises(TokenEndpointError) as caught:
+            auth.get_token()
+        assert server.token_requests == expected  # not retried
+        clock.now += pause - 0.01
+        with pytest.raises(TokenEndpointError):
+            auth.get_token()
+        assert server.token_requests == expected  # still cooling down
+        clock.now += 0.02
+    error = caught.value
+    assert error.status_code == 403
+    assert not isinstance(error, CredentialsRejectedError)  # no OAuth verdict was given
+    assert "client id, the secret" in str(error)
+    assert "auth_method" in str(error)
+    server.clear_failures()
+    assert auth.get_token().access_token in server.issued_tokens

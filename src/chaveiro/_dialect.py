@@ -253,6 +253,13 @@ def _failure(
             "The URL or the method looks wrong: check token_url (some servers insist on a"
             " trailing slash) and that the endpoint takes a POST."
         )
+    elif status == 403:
+        advice = (
+            "It forbids this client. Servers such as Glewlwyd answer so, with no explanation,"
+            " when the client authentication fails: check the client id, the secret (or key)"
+            " and auth_method. If they are right, an allow-list or firewall in front of the"
+            " endpoint may refuse this machine."
+        )
     elif status == 429:
         advice = "It is rate limiting this client: chaveiro waits before asking again."
     elif status >= 500:
