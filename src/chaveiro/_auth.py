@@ -228,13 +228,13 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         ("client_id", "CLIENT_ID", True),
         ("client_secret", "CLIENT_SECRET", "client_cert"),
         ("scope", "SCOPE", False),
-        ("client_cert", "CLIENT_CERT", False),
-        ("client_cert_password", "CLIENT_CERT_PASSWORD", False),
     )
     """``(argument, variable suffix, required)`` read by :meth:`from_env`.
 
     ``required`` may also name another argument: the variable is then required
     unless that argument is given (as a keyword or through its own variable).
+    Every class also reads ``CLIENT_CERT`` and ``CLIENT_CERT_PASSWORD``
+    (:data:`~chaveiro._config.COMMON_ENV_FIELDS`).
     """
 
     @classmethod

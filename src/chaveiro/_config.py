@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from chaveiro._certs import ClientCert, ClientTLS
 
 __all__ = [
+    "COMMON_ENV_FIELDS",
     "DEFAULT_TIMEOUT",
     "AuthOptions",
     "EnvField",
@@ -46,6 +47,12 @@ HostMatcher = tuple[frozenset[str], tuple[str, ...]]
 
 EnvField = tuple[str, str, "bool | str"]
 """``(argument, variable suffix, required)``; ``required`` may name another argument."""
+
+COMMON_ENV_FIELDS: tuple[EnvField, ...] = (
+    ("client_cert", "CLIENT_CERT", False),
+    ("client_cert_password", "CLIENT_CERT_PASSWORD", False),
+)
+"""Read by the ``from_env()`` of every class, on top of its own ``env_fields``."""
 
 
 class AuthOptions(TypedDict, total=False):
@@ -189,10 +196,13 @@ def read_env(
 ) -> dict[str, object]:
     """``kwargs`` completed from ``<prefix>_<suffix>`` variables; arguments win over them.
 
-    A missing required variable raises :class:`MissingSettingError` naming it.
+    ``fields`` are the class's own; :data:`COMMON_ENV_FIELDS` are read too. A
+    missing required variable raises :class:`MissingSettingError` naming it.
     """
     env = os.environ if environ is None else environ
     fields = tuple(fields)
+    own = {argument for argument, _, _ in fields}
+    fields += tuple(field for field in COMMON_ENV_FIELDS if field[0] not in own)
     variables = {argument: f"{prefix}_{suffix}" for argument, suffix, _ in fields}
     for argument, name in variables.items():
         value = env.get(name, "").strip()
