@@ -28,6 +28,7 @@ __all__ = [
     "AuthOptions",
     "EnvField",
     "HostMatcher",
+    "check_options",
     "check_renew_on",
     "check_timeout",
     "check_url",
@@ -72,6 +73,21 @@ class AuthOptions(TypedDict, total=False):
     wait_timeout: float | None
     allow_insecure_http: bool
     clock: Clock
+
+
+def check_options(owner: str, options: Mapping[str, object]) -> None:
+    """Refuse what an adapter's ``**options`` would otherwise pass on unchecked.
+
+    ``BitizeAuth(..., scope="x")`` type-checks as an error, but at run time the
+    scope would reach the token request and the provider would refuse it there.
+    """
+    allowed = AuthOptions.__required_keys__ | AuthOptions.__optional_keys__
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(
+            f"{owner}() got an unexpected keyword argument {unknown[0]!r}; besides its own"
+            f" arguments it takes {', '.join(sorted(allowed))}."
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -296,6 +296,7 @@ class TokenManager:
             slot.failures,
             pause,
             error,
+            extra={"chaveiro_event": "failed"},
         )
         return error
 

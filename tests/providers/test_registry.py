@@ -149,3 +149,18 @@ def test_every_adapter_reads_the_client_certificate_from_the_environment(
         del environ[f"{cls.env_prefix}_CLIENT_CERT"]
         with pytest.raises(ConfigurationError, match="client_cert_password= was given without"):
             cls.from_env(environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("make", "option"),
+    [
+        (lambda **kw: BitizeAuth("id", CLIENT_SECRET, **kw), "scope"),
+        (lambda **kw: ScorePositivoAuth("id", CLIENT_SECRET, **kw), "scope"),
+        (lambda **kw: CidadaoAuth("id", CLIENT_SECRET, "api", **kw), "audience"),
+        (lambda **kw: StackSpotAuth("id", CLIENT_SECRET, "acme", **kw), "auth_method_typo"),
+    ],
+)
+def test_an_adapter_refuses_an_option_it_does_not_take(make, option: str):
+    """An option outside AuthOptions fails at construction, not at the provider as a 400."""
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{option}'"):
+        make(**{option: "x"})

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING
 
 from chaveiro._auth import AuthOptions, ClientCredentialsAuth
-from chaveiro._config import clean
+from chaveiro._config import check_options, clean
 from chaveiro._dialect import Dialect
 from chaveiro._errors import excerpt
 
@@ -146,6 +146,7 @@ class BitizeAuth(ClientCredentialsAuth):
         token_url: str = TOKEN_URL,
         **options: Unpack[AuthOptions],
     ) -> None:
+        check_options(type(self).__name__, options)
         key = clean("consumer_key", consumer_key)
         secret = clean("secret_key", secret_key)
         assert key is not None
