@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ from chaveiro._manager import (
 from chaveiro._token import Identity, Token
 from chaveiro.testing import Failure, FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, join_renewals
+from tests.hostile import Answer, RawServer
 
 
 def quick(auth: ClientCredentialsAuth) -> ClientCredentialsAuth:
@@ -821,3 +823,28 @@ def test_an_empty_403_names_the_credentials_and_cools_down_like_a_rejection(
     assert "auth_method" in str(error)
     server.clear_failures()
     assert auth.get_token().access_token in server.issued_tokens
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "rejected"),
+    [
+        (400, {"error": "invalid_client"}, True),  # RFC 6749 §5.2
+        (401, None, True),  # the client failed to authenticate, with or without a body
+        (403, {"error": "invalid_client"}, True),  # a 403 with one of RFC 6749's codes
+        (200, {"error": "invalid_client"}, True),  # a 2xx that carries an error, not a token
+        (400, {"message": "bad"}, False),  # a 400 without an OAuth code
+        (403, None, False),  # Glewlwyd's empty 403: no verdict, but the credentials are named
+        (403, {"error": "access_denied"}, False),  # not a token endpoint error code
+        (404, {"error": "invalid_client"}, False),
+    ],
+)
+def test_what_the_readme_calls_rejected_credentials(status: int, body: object, rejected: bool):
+    """CredentialsRejectedError for exactly the answers the README lists; others fail otherwise."""
+    with RawServer() as raw:
+        payload = b"" if body is None else json.dumps(body).encode()
+        raw.answer = Answer(status, [("Content-Type", "application/json")], payload)
+        auth = ClientCredentialsAuth(raw.url, CLIENT_ID, CLIENT_SECRET, max_attempts=1)
+        with pytest.raises((CredentialsRejectedError, TokenEndpointError)) as caught:
+            auth.get_token()
+    assert isinstance(caught.value, CredentialsRejectedError) is rejected
+    assert raw.requests == 1
