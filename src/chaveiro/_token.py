@@ -210,6 +210,8 @@ class Identity:
     secret_digest: str = field(repr=False)
     cert_thumbprint: str | None = None
     """SHA-256 thumbprint of the client certificate (mTLS); tokens are bound to it."""
+    client_auth: tuple[str, ...] = ()
+    """How the client authenticates (auth method; for JWTs the algorithm and key id)."""
     dpop: str | None = None
     """The DPoP key's RFC 7638 thumbprint (and whether a Bearer answer may stand in)."""
     key: str = field(init=False, repr=False, compare=False)
@@ -226,7 +228,9 @@ class Identity:
         ]
         if self.cert_thumbprint is not None:  # keys without a certificate stay as they were
             parts.append(self.cert_thumbprint)
-        if self.dpop is not None:  # nor do keys without DPoP
+        if self.client_auth:
+            parts.append(["auth", *self.client_auth])
+        if self.dpop is not None:  # keys without DPoP stay as they were
             parts.append(["dpop", self.dpop])
         canonical = json.dumps(parts)
         object.__setattr__(self, "key", hashlib.sha256(canonical.encode()).hexdigest()[:40])
@@ -241,18 +245,30 @@ class Identity:
         extra: Mapping[str, str] | None = None,
         *,
         thumbprint: str | None = None,
+        client_auth: tuple[str, ...] = (),
         dpop: str | None = None,
     ) -> Identity:
         """The identity of these settings.
 
-        ``thumbprint`` is the client certificate's, if any; ``dpop`` the DPoP key's
+        ``thumbprint`` is the client certificate's, if any; ``client_auth`` says how the
+        client authenticates (:attr:`ClientSettings.client_auth
+        <chaveiro._settings.ClientSettings.client_auth>`); ``dpop`` is the DPoP key's
         (:attr:`chaveiro._dpop.DPoP.identity`), if any: a token bound to one key or
         certificate is never used with another.
         """
         raw = secret.encode() if isinstance(secret, str) else secret
         digest = hashlib.sha256(b"chaveiro-secret\0" + raw).hexdigest()
         pairs = tuple(sorted((extra or {}).items()))
-        return cls(token_url, client_id, scope, pairs, digest, thumbprint or None, dpop or None)
+        return cls(
+            token_url,
+            client_id,
+            scope,
+            pairs,
+            digest,
+            thumbprint or None,
+            client_auth,
+            dpop or None,
+        )
 
 
 def jwt_claims(token: str) -> dict[str, object] | None:
