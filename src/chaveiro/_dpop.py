@@ -23,15 +23,18 @@ import re
 import secrets
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import urlsplit
 
 from chaveiro._dpop_keys import KeyMaterial, Signer, b64, generated_key, load_key
-from chaveiro._errors import ConfigurationError
+from chaveiro._errors import ConfigurationError, CredentialsRejectedError
 
 if TYPE_CHECKING:
     import os
+
+    from chaveiro._dialect import TokenRequest
 
 __all__ = [
     "MAX_NONCES",
@@ -183,6 +186,20 @@ class DPoP:
             claims["ath"] = ath
         signing_input = self._header + b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"{signing_input}.{b64(self._sign(signing_input.encode('ascii')))}"
+
+    def signed(self, request: TokenRequest, now: float) -> TokenRequest:
+        """A token ``request`` with its proof (made last, when the request is final)."""
+        proof = self.proof(request.method, request.url, now)
+        return replace(request, headers=(*request.headers, ("DPoP", proof)))
+
+    def token_retry(self, error: Exception, request: TokenRequest, nonce: str | None) -> bool:
+        """True if the token endpoint's ``error`` to ``request`` is ``use_dpop_nonce`` (§8)
+        and its answer gave ``nonce``, one that the request's proof did not carry."""
+        return (
+            isinstance(error, CredentialsRejectedError)
+            and error.error == "use_dpop_nonce"
+            and self.retry_with_nonce(dict(request.headers).get("DPoP"), nonce)
+        )
 
     def heard(self, url: str, headers: Mapping[str, str]) -> str | None:
         """Remember the ``DPoP-Nonce`` of an answer from ``url``'s server; return it if valid."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -369,9 +368,9 @@ class TokenManager:
         nonce_retried = False
         while True:
             now = self.clock()
-            request = self._with_proof(
-                build_request(self.dialect, settings, now, refresh_token=refresh), now
-            )
+            request = build_request(self.dialect, settings, now, refresh_token=refresh)
+            if dpop is not None:  # the proof is made last, with the newest nonce
+                request = dpop.signed(request, now)
             left = policy.deadline - (now - started)
             grant = self._grant(refresh)
             status = 0
@@ -427,14 +426,6 @@ class TokenManager:
             self._log_fetch(token, previous, refreshed=refresh is not None)
             return token
 
-    def _with_proof(self, request: TokenRequest, now: float) -> TokenRequest:
-        """``request`` with its DPoP proof: made last, with the newest nonce, once it is final."""
-        dpop = self.settings.dpop
-        if dpop is None:
-            return request
-        proof = dpop.proof(request.method, request.url, now)
-        return replace(request, headers=(*request.headers, ("DPoP", proof)))
-
     def _nonce_retry(
         self, error: TokenError, request: TokenRequest, offered: str | None, retried: bool
     ) -> bool:
@@ -443,19 +434,10 @@ class TokenManager:
         Never twice in a row: a server that keeps asking for new nonces gets its error.
         """
         dpop = self.settings.dpop
-        if (
-            dpop is None
-            or retried
-            or not isinstance(error, CredentialsRejectedError)
-            or error.error != "use_dpop_nonce"
-            or not dpop.retry_with_nonce(dict(request.headers).get("DPoP"), offered)
-        ):
+        if dpop is None or retried or not dpop.token_retry(error, request, offered):
             return False
         self.slot.stats.nonce_retries += 1
-        logger.info(
-            "token endpoint %s asked for a DPoP nonce; retrying once with it",
-            self.settings.token_url,
-        )
+        logger.info("%s asked for a DPoP nonce; retrying once with it", self.settings.token_url)
         return True
 
     def _grant(self, refresh: str | None) -> str | None:

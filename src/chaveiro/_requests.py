@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast, overload
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
@@ -25,9 +25,9 @@ from requests.structures import CaseInsensitiveDict
 from chaveiro._certs import ClientTLS
 from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._discovery import ProviderMetadata, discovery_url, parse_configuration
-from chaveiro._dpop import target
 from chaveiro._errors import ConfigurationError, IssuerUnreachableError, TokenError
 from chaveiro._flight import RENEWAL_THREAD
+from chaveiro._requests_dpop import ready_next_hop
 from chaveiro._steps import Detach, RawResponse, Send, run_sync
 from chaveiro._token import Token
 from chaveiro._transport import RENEW, AuthCore, declared_too_large, too_large, unreachable
@@ -272,7 +272,7 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
         A DPoP nonce challenge is answered by one resend with a new proof, a
         refused token by one renewal and replay: at most one of each, so the
         request is sent at most three times. A redirect of a DPoP request gets
-        its next hop ready (:meth:`_next_hop`).
+        its next hop ready (:func:`~chaveiro._requests_dpop.ready_next_hop`).
         """
         request = r.request
         sent = request.headers.get("Authorization")
@@ -281,7 +281,7 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
         proof = request.headers.get("DPoP") if self._dpop is not None else None
         if proof is not None and r.is_redirect:
             self._after(request.url or "", r.status_code, r.headers, proof)  # its nonce
-            self._next_hop(r)
+            ready_next_hop(self, r)
             return r
         nonce_retried = renewed = False
         while True:
@@ -323,33 +323,6 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
             replayed.history = [*r.history, r]
             replayed.request = retry
             r, request = replayed, retry
-
-    def _next_hop(self, r: requests.Response) -> None:
-        """Ready the next hop of a redirected DPoP request: requests never calls auth for it.
-
-        requests follows a redirect with a copy of the request that answered it
-        (``r.request``), keeping its headers. So that copy gets a proof for the
-        method and URL it will go to, worked out as requests does; when the hop
-        leaves this origin (or ``only_hosts``) it gets neither token nor proof.
-        """
-        request = r.request
-        location = r.headers.get("Location") or ""
-        url = requests.utils.requote_uri(urljoin(r.url, location))
-        method = request.method or "GET"
-        if (r.status_code in (302, 303) and method != "HEAD") or (
-            r.status_code == 301 and method == "POST"
-        ):
-            method = "GET"
-        headers = request.headers
-        if target(url)[0] != target(request.url or "")[0] or not self._applies(
-            urlsplit(url).hostname
-        ):
-            headers.pop("Authorization", None)
-            headers.pop("DPoP", None)
-            return
-        proof = self._reproof(method, url, headers.get("Authorization") or "")
-        if proof is not None:
-            headers["DPoP"] = proof
 
 
 def _refuse_async_niquests(request: Any) -> None:
