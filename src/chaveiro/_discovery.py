@@ -96,7 +96,8 @@ def parse_configuration(
         )
     methods = payload.get("token_endpoint_auth_methods_supported")
     listed = tuple(m for m in methods if isinstance(m, str)) if isinstance(methods, list) else None
-    return ProviderMetadata(issuer, token_endpoint.strip(), listed)
+    # The document's own spelling (a trailing slash kept): it is the audience of assertions.
+    return ProviderMetadata(named, token_endpoint.strip(), listed)
 
 
 def choose_auth_method(metadata: ProviderMetadata, *, private_key: bool) -> str:
