@@ -129,6 +129,8 @@ def good_request(http: httpx.Client, server: FakeTokenServer, dialect: str) -> h
     if dialect == "bitize":
         body = {"consumer_key": CID, "secret_key": SECRET}
         return http.post(server.bitize_token_url, json=body)
+    if dialect == "entra":
+        return http.post(server.entra_token_url(), data=CC, headers=basic(CID, SECRET))
     return scorepositivo(http, server, SP_BODY)
 
 
@@ -865,10 +867,10 @@ def test_counters_and_records(http, server):
     """Counters, grants, issued tokens and request logs track what happened; reset zeroes them."""
     for dialect in DIALECTS:
         assert good_request(http, server, dialect).status_code == 200
-    assert server.token_requests == 5
+    assert server.token_requests == 6
     assert server.token_requests_by_dialect == dict.fromkeys(DIALECTS, 1)
-    assert server.grants == ["client_credentials"] * 5
-    assert len(server.issued_tokens) == 7  # five access tokens, StackSpot and Bitize refresh tokens
+    assert server.grants == ["client_credentials"] * 6
+    assert len(server.issued_tokens) == 8  # six access tokens, StackSpot and Bitize refresh tokens
     record = server.token_request_log[0]
     assert (record.method, record.path, record.dialect) == ("POST", "/oauth2/token", "oauth")
     assert record.headers["content-type"] == "application/x-www-form-urlencoded"

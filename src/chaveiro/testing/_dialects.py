@@ -199,6 +199,12 @@ ROUTES: dict[str, Dialect] = {
     "bitize": Dialect(
         re.compile(r"/auth"), _bitize_token, 401, "Unauthorized", lambda e, d: {"message": d}
     ),
+    "entra": Dialect(
+        re.compile(r"/(?P<realm>[^/]+)/oauth2/v2\.0/token"),
+        oauth_token,
+        401,
+        "Client authentication failed",
+    ),
     "scorepositivo": Dialect(
         re.compile(r"/oauth/token"),
         _scorepositivo_token,

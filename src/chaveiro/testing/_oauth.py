@@ -66,18 +66,20 @@ def _typ(header: dict[str, object]) -> str | None:
     return text.removeprefix("application/")
 
 
-def _audience(srv: _Server, aud: object, typ: str | None) -> None:
+def _audience(srv: _Server, aud: object, typ: str | None, token_url: str) -> None:
     """RFC 10070: one audience, the issuer; the token endpoint too unless strict."""
     if isinstance(aud, list) and len(aud) == 1 and not srv.strict_assertions:
         aud = aud[0]
-    accepted = {srv.issuer} if srv.strict_assertions else {srv.issuer, srv.oauth_token_url}
+    accepted = {srv.issuer} if srv.strict_assertions else {srv.issuer, token_url}
     if not isinstance(aud, str) or aud not in accepted:
         raise DialectError(401, desc="client_assertion aud must be the issuer, as one string")
     if srv.strict_assertions and typ != _RFC10070_TYP:
         raise DialectError(401, desc=f"client_assertion typ must be {_RFC10070_TYP}")
 
 
-def _verify_assertion(srv: _Server, params: dict[str, str]) -> tuple[str, str]:
+def _verify_assertion(
+    srv: _Server, req: RecordedRequest, params: dict[str, str]
+) -> tuple[str, str]:
     if params.get("client_assertion_type") != _JWT_BEARER:
         raise DialectError(400, "invalid_request", "client_assertion_type must be jwt-bearer")
     assertion = params["client_assertion"]
@@ -116,7 +118,7 @@ def _verify_assertion(srv: _Server, params: dict[str, str]) -> tuple[str, str]:
         registry.validate(claims)
     except (JoseError, ValueError, TypeError):
         raise DialectError(401, desc="client_assertion claims are not acceptable") from None
-    _audience(srv, claims.get("aud"), typ)
+    _audience(srv, claims.get("aud"), typ, srv.url + req.path)
     if params.get("client_id", client_id) != client_id or not srv._fresh_jti(
         client_id, claims.get("jti")
     ):
@@ -155,7 +157,7 @@ def _authenticate(srv: _Server, req: RecordedRequest, params: dict[str, str]) ->
         if srv._client(client_id, params["client_secret"]) is None:
             raise DialectError()
     elif "client_assertion" in params:
-        client_id, method = _verify_assertion(srv, params)
+        client_id, method = _verify_assertion(srv, req, params)
     else:
         client_id, method = _by_certificate(srv, req, params)
     if method not in srv.auth_methods_supported:

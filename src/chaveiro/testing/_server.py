@@ -181,6 +181,11 @@ class FakeTokenServer(TokenRegistry):
         """StackSpot (Keycloak) token endpoint of ``realm``."""
         return f"{self.url}/{realm}/oidc/oauth/token"
 
+    def entra_token_url(self, tenant: str = "contoso") -> str:
+        """Microsoft Entra ID's token endpoint of ``tenant`` (the generic dialect); with
+        ``AZURE_AUTHORITY_HOST`` set to :attr:`url`, Azure workload identity reaches it."""
+        return f"{self.url}/{tenant}/oauth2/v2.0/token"
+
     @property
     def cidadao_token_url(self) -> str:
         """Acesso Cidadão (IdentityServer) token endpoint."""
