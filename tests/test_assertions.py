@@ -161,7 +161,7 @@ def test_a_certificate_of_another_key_is_refused(rsa_pem):
         )  # fmt: skip
 
 
-# --- over HTTP, against a server that accepts RFC 10070 assertions only --------------------------
+# --- over HTTP, against a server that accepts RFC 10070 assertions only ---------------------------
 
 
 @pytest.fixture

@@ -139,7 +139,7 @@ def test_missing_or_empty_file_fails_before_any_request(workload: Workload, cont
     assert auth.get_token().access_token
 
 
-# ---- rotation and identity -------------------------------------------------------------------------
+# ---- rotation and identity -----------------------------------------------------------------------
 
 
 def test_rotation_alone_causes_no_token_request(workload: Workload):
@@ -186,7 +186,7 @@ def test_copies_keep_the_source_and_the_token(workload: Workload):
     assert workload.server.token_requests == 1
 
 
-# ---- once per token request --------------------------------------------------------------------------
+# ---- once per token request ----------------------------------------------------------------------
 
 
 def test_callable_is_called_once_per_token_request(workload: Workload):
@@ -237,7 +237,7 @@ def test_a_refused_assertion_is_not_shown(workload: Workload):
     assert token.split(".")[2] not in repr(caught.value.__dict__)
 
 
-# ---- every HTTP client, and a concurrent cold start ---------------------------------------------------
+# ---- every HTTP client, and a concurrent cold start ----------------------------------------------
 
 
 def test_httpx_sync(workload: Workload):
@@ -330,7 +330,7 @@ async def test_aiohttp_rotation(workload: Workload):
     assert [s["client_assertion"] for s in workload.sent()] == [[t] for t in workload.written]
 
 
-# ---- configuration ------------------------------------------------------------------------------------
+# ---- configuration -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
