@@ -36,7 +36,7 @@ from tests.test_client_assertion import Workload
 
 ENTRA_AUDIENCE = "api://AzureADTokenExchange"
 
-# ---- Kubernetes ---------------------------------------------------------------------------------
+# ---- Kubernetes ----------------------------------------------------------------------------------
 
 
 def test_kubernetes_token_follows_rotation(server: FakeTokenServer, tmp_path: Path):
@@ -76,7 +76,7 @@ def test_kubernetes_token_outside_kubernetes(server: FakeTokenServer):
     assert server.token_requests == 0
 
 
-# ---- Azure workload identity ------------------------------------------------------------------------
+# ---- Azure workload identity ---------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_azure_outside_azure(azure_pod: Workload, monkeypatch, unset):
     assert caught.value.names == (unset,)
 
 
-# ---- GitHub Actions ----------------------------------------------------------------------------------
+# ---- GitHub Actions ------------------------------------------------------------------------------
 
 
 class ActionsOidc:
