@@ -27,7 +27,14 @@ from chaveiro.testing._wire import DialectError
 if TYPE_CHECKING:
     from chaveiro.testing._server import FakeTokenServer as _Server
 
-__all__ = ["TrustedIssuer", "WorkloadIssuer", "federated_client", "is_federated"]
+__all__ = [
+    "TrustedIssuer",
+    "WorkloadIssuer",
+    "federated_client",
+    "federation",
+    "is_federated",
+    "trusted_issuer",
+]
 
 _ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
 
@@ -90,6 +97,13 @@ class WorkloadIssuer:
         }
         header = {"alg": self.alg, "kid": self.kid, "typ": "JWT"}
         return jwt.encode(header, payload, self._key, algorithms=[self.alg])
+
+
+def federation(issuer: str | None, subject: str | None) -> tuple[str, str] | None:
+    """``add_client()``'s ``(federated_issuer, federated_subject)``, both or neither."""
+    if (issuer is None) != (subject is None):
+        raise ValueError("give federated_issuer and federated_subject together")
+    return None if issuer is None or subject is None else (issuer, subject)
 
 
 def trusted_issuer(issuer: object, jwks: Mapping[str, Any], audience: str | None) -> TrustedIssuer:

@@ -11,6 +11,7 @@ import math
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +19,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
+from chaveiro.testing._federation import trusted_issuer
 from chaveiro.testing._tls import CertRule
 from chaveiro.testing._wire import DialectError, RecordedRequest
 
@@ -96,7 +98,17 @@ class TokenRegistry:
             return None
         return client if hmac.compare_digest(client.secret.encode(), secret.encode()) else None
 
-    def _trust(self, trusted: TrustedIssuer) -> None:
+    def trust_issuer(
+        self, issuer: str, jwks: Mapping[str, Any], *, audience: str | None = None
+    ) -> None:
+        """Accept client assertions that ``issuer`` signs with a key of ``jwks``.
+
+        ``jwks`` is the issuer's public JSON Web Key Set: a ``WorkloadIssuer``'s
+        ``jwks``, or a real one (``kubectl get --raw /openid/v1/jwks``). The
+        assertions must carry ``audience`` in ``aud``: by default this server's
+        issuer (Keycloak's rule); ``"api://AzureADTokenExchange"`` for Entra's.
+        """
+        trusted = trusted_issuer(issuer, jwks, audience)
         with self._lock:
             self._trusted[trusted.issuer] = trusted
 

@@ -9,15 +9,14 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 from urllib.parse import parse_qs
 
 from chaveiro.testing._dialects import BITIZE_FORMATS, ROUTES, BitizeExpiryFormat, Dialect
-from chaveiro.testing._federation import trusted_issuer
+from chaveiro.testing._federation import federation
 from chaveiro.testing._http import HTTPServer
 from chaveiro.testing._knobs import (
     Failure,
@@ -284,7 +283,7 @@ class FakeTokenServer(TokenRegistry):
             san_email=tls_client_auth_san_email,
             self_signed_cert=self_signed_cert,
         )
-        federated = _federation(federated_issuer, federated_subject)
+        federated = federation(federated_issuer, federated_subject)
         if client_secret is None and public_key_pem is None and rule is None and not federated:
             raise ValueError(
                 "give the client a secret, a public key, a certificate to match or a"
@@ -300,18 +299,6 @@ class FakeTokenServer(TokenRegistry):
         key = None if public_key_pem is None else public_key(public_key_pem)
         chosen = None if scopes is None else frozenset(scopes)
         self._register(client_id, Client(client_secret, chosen, key, rule, federated))
-
-    def trust_issuer(
-        self, issuer: str, jwks: Mapping[str, Any], *, audience: str | None = None
-    ) -> None:
-        """Accept client assertions that ``issuer`` signs with a key of ``jwks``.
-
-        ``jwks`` is the issuer's public JSON Web Key Set: a ``WorkloadIssuer``'s
-        ``jwks``, or a real one (``kubectl get --raw /openid/v1/jwks``). The
-        assertions must carry ``audience`` in ``aud``: by default this server's
-        issuer (Keycloak's rule); ``"api://AzureADTokenExchange"`` for Entra's.
-        """
-        self._trust(trusted_issuer(issuer, jwks, audience))
 
     def fail(self, failure: Failure, *, times: int | None = None) -> None:
         """Make the next ``times`` token requests fail (None: until cleared or replaced).
@@ -415,9 +402,3 @@ class FakeTokenServer(TokenRegistry):
             challenge += f', error_description="{description}"'
             body["error_description"] = description
         return json_response(401, body, {"WWW-Authenticate": challenge})
-
-
-def _federation(issuer: str | None, subject: str | None) -> tuple[str, str] | None:
-    if (issuer is None) != (subject is None):
-        raise ValueError("give federated_issuer and federated_subject together")
-    return None if issuer is None or subject is None else (issuer, subject)
