@@ -3,7 +3,7 @@
 ``typ: client-authentication+jwt``; ``aud`` the issuer when known, else the
 token endpoint (``assertion_audience=`` switches); ``iss`` = ``sub`` = the
 client id; a new ``jti`` for every token request; ``exp`` at most 300 s after
-``iat``. Over HTTP against the fake server in strict RFC 10070 mode.
+``iat`` (120 s). Over HTTP against the fake server in strict RFC 10070 mode.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _settings(audience: str | None = None, **kwargs: object) -> ClientSettings:
 
 @pytest.mark.parametrize(("audience", "aud"), [(ISSUER, ISSUER), (None, URL), ("urn:x", "urn:x")])
 def test_header_and_claims(audience, aud):
-    """typ, iss = sub = client id, aud as one string, exp - iat = 300, a jti."""
+    """typ, iss = sub = client id, aud as one string, exp - iat = 120 (at most 300), a jti."""
     request = build_request(OAUTH2, _settings(audience), NOW)
     fields = parse_qs(request.body.decode())
     assert fields["client_assertion_type"] == [
@@ -79,7 +79,7 @@ def test_header_and_claims(audience, aud):
     claims = _part(assertion, 1)
     assert (claims["iss"], claims["sub"], claims["aud"]) == ("app", "app", aud)
     assert claims["iat"] == int(NOW)
-    assert claims["exp"] == int(NOW) + 300
+    assert claims["exp"] == int(NOW) + 120
     assert isinstance(claims["jti"], str)
     assert len(claims["jti"]) >= 16
 

@@ -52,8 +52,9 @@ MAX_BODY_BYTES = 1024 * 1024
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 """Visible ASCII: what an access token may hold to be sent as ``Bearer <token>``."""
 
-_ASSERTION_LIFETIME = 300
-"""Seconds a client assertion chaveiro signs is valid (Auth0 takes at most 300)."""
+_ASSERTION_LIFETIME = 120
+"""Seconds a client assertion chaveiro signs is valid: well inside Auth0's 300 s limit, and long
+enough for a clock a minute or two apart from the server's."""
 _HINTS = {
     "invalid_client": "Check the client id and secret.",
     "unauthorized_client": "The client may not use this grant: enable it at the provider.",
