@@ -17,6 +17,8 @@ from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+import anyio
+
 from chaveiro import _telemetry
 from chaveiro._caches import MemoryCache, TokenCache
 from chaveiro._dialect import TokenRequest
@@ -253,10 +255,10 @@ async def run_async(flow: Flow, cache: TokenCache) -> AsyncGenerator[Send | Deta
                     except Exception as exc:  # noqa: BLE001 - handed to the flow
                         error = exc
                 elif isinstance(step, Call):
-                    import anyio.to_thread  # noqa: PLC0415 - a token request that needs it
+                    from anyio import to_thread  # noqa: PLC0415 - a token request that needs it
 
                     try:
-                        reply = await anyio.to_thread.run_sync(step.function)
+                        reply = await to_thread.run_sync(step.function)
                     except Exception as exc:  # noqa: BLE001 - handed to the flow
                         error = exc
                 elif isinstance(step, Wait):

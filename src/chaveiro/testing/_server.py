@@ -286,7 +286,7 @@ class FakeTokenServer(TokenRegistry):
         federated = federation(federated_issuer, federated_subject)
         if client_secret is None and public_key_pem is None and rule is None and not federated:
             raise ValueError(
-                "give the client a secret, a public key, a certificate to match or a"
+                "give the client a secret, a public key or a certificate to match, or a"
                 " federated_issuer and federated_subject"
             )
         if self_signed_cert:
