@@ -23,6 +23,8 @@ import anyio
 import httpx
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chaveiro import (
     BitizeAuth,
@@ -33,6 +35,7 @@ from chaveiro import (
     MissingSettingError,
     StackSpotAuth,
 )
+from chaveiro._assertions import MAX_ASSERTION_BYTES, AssertionFile
 from chaveiro.testing import Failure, FakeTokenServer, WorkloadIssuer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
@@ -387,3 +390,23 @@ def test_relative_path_is_fixed_at_construction(workload: Workload, no_cwd_chang
     auth = workload.auth(client_assertion_file="token")
     os.chdir("/")
     assert auth.get_token().access_token
+
+
+# ---- the file's content, whatever it holds -------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
+def test_file_content_is_sent_stripped_or_refused(tmp_path_factory, data: bytes):
+    """Any bytes: the stripped UTF-8 text when there is some, else a ConfigurationError."""
+    path = tmp_path_factory.mktemp("assertion") / "token"
+    path.write_bytes(data)
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        text = ""
+    if text and len(data) <= MAX_ASSERTION_BYTES:
+        assert AssertionFile(str(path))() == text
+    else:
+        with pytest.raises(ConfigurationError, match=str(path)):
+            AssertionFile(str(path))()
