@@ -333,6 +333,25 @@ async def test_aiohttp_rotation(workload: Workload):
     assert [s["client_assertion"] for s in workload.sent()] == [[t] for t in workload.written]
 
 
+def test_stackspot_keycloak_federated(workload: Workload):
+    """StackSpotAuth (Keycloak) with the pod's token instead of client_key; renewals by refresh
+    token carry a fresh read of the file too."""
+    server = workload.server
+    auth = StackSpotAuth(
+        client_id=CLIENT,
+        token_url=server.stackspot_token_url("shop"),
+        client_assertion_file=workload.path,
+    )
+    with requests.Session() as session:
+        assert session.get(server.api_url(), auth=auth).status_code == 200
+        workload.rotate()
+        server.revoke_all(include_refresh=False)
+        assert session.get(server.api_url(), auth=auth).status_code == 200
+    assert server.grants == ["client_credentials", "refresh_token"]
+    assert [s["client_assertion"] for s in workload.sent()] == [[t] for t in workload.written]
+    assert "client_secret" not in workload.sent()[1]
+
+
 # ---- configuration -------------------------------------------------------------------------------
 
 

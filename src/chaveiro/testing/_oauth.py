@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from chaveiro.testing._registry import Client
     from chaveiro.testing._server import FakeTokenServer as _Server
 
-__all__ = ["oauth_token"]
+__all__ = ["oauth_token", "verify_assertion"]
 
 _JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _RFC10070_TYP = "client-authentication+jwt"
@@ -77,9 +77,7 @@ def _audience(srv: _Server, aud: object, typ: str | None, token_url: str) -> Non
         raise DialectError(401, desc=f"client_assertion typ must be {_RFC10070_TYP}")
 
 
-def _verify_assertion(
-    srv: _Server, req: RecordedRequest, params: dict[str, str]
-) -> tuple[str, str]:
+def verify_assertion(srv: _Server, req: RecordedRequest, params: dict[str, str]) -> tuple[str, str]:
     if params.get("client_assertion_type") != _JWT_BEARER:
         raise DialectError(400, "invalid_request", "client_assertion_type must be jwt-bearer")
     assertion = params["client_assertion"]
@@ -157,7 +155,7 @@ def _authenticate(srv: _Server, req: RecordedRequest, params: dict[str, str]) ->
         if srv._client(client_id, params["client_secret"]) is None:
             raise DialectError()
     elif "client_assertion" in params:
-        client_id, method = _verify_assertion(srv, req, params)
+        client_id, method = verify_assertion(srv, req, params)
     else:
         client_id, method = _by_certificate(srv, req, params)
     if method not in srv.auth_methods_supported:
