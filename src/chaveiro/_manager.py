@@ -299,6 +299,7 @@ class TokenManager:
             slot.failures,
             pause,
             error,
+            extra={"chaveiro_event": "failed"},
         )
         return error
 
@@ -375,7 +376,6 @@ class TokenManager:
                 with fetch.sending():
                     raw: RawResponse = yield Send(request, max(left, 0.05))
                 status = raw.status
-                raw = self._scrubbed(raw, sent)
                 token = parse_response(
                     self.dialect,
                     settings.token_url,
@@ -383,6 +383,7 @@ class TokenManager:
                     raw.headers,
                     raw.body,
                     now,  # lifetimes count from when the request left: conservative
+                    secrets=tuple(s for s in sent if s),
                 )
             except CannotRetry as exc:
                 error = self._redacted(exc.error, sent)
@@ -418,21 +419,6 @@ class TokenManager:
     def _grant(self, refresh: str | None) -> str | None:
         """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""
         return "refresh_token" if refresh is not None else self.dialect.grant_type
-
-    def _scrubbed(self, raw: RawResponse, sent: tuple[str | None, ...]) -> RawResponse:
-        """``raw`` with the secrets we sent cut out, before any excerpt can cut one in half."""
-        secrets = [s.encode() for s in sent if s]
-        texts = [raw.body, *(v.encode("utf-8", "replace") for v in raw.headers.values())]
-        if not any(secret in text for secret in secrets for text in texts):
-            return raw
-        # A placeholder in the token alphabet: a token around it still reads as one
-        # token, and the excerpt hides it whole.
-        body, headers = raw.body, dict(raw.headers)
-        for secret in secrets:
-            body = body.replace(secret, b"REDACTED")
-            text = secret.decode()
-            headers = {k: v.replace(text, "REDACTED") for k, v in headers.items()}
-        return RawResponse(raw.status, headers, body)
 
     def _redacted(self, error: TokenError, sent: tuple[str | None, ...]) -> TokenError:
         """``error`` without the secrets we sent, should the provider have echoed them."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from chaveiro._auth import AuthOptions, ClientCredentialsAuth
-from chaveiro._config import CREDENTIAL_ALTERNATIVES, clean
+from chaveiro._config import CREDENTIAL_ALTERNATIVES, check_options, clean
 from chaveiro._dialect import Dialect
 from chaveiro._errors import MissingSettingError
 
@@ -68,6 +68,7 @@ class StackSpotAuth(ClientCredentialsAuth):
         use_refresh_token: bool = True,
         **options: Unpack[AuthOptions],
     ) -> None:
+        check_options(type(self).__name__, options)
         supplied = any(options.get(name) is not None for name in CREDENTIAL_ALTERNATIVES)
         key = clean("client_key", client_key, required=not supplied)
         if token_url is None:
