@@ -243,9 +243,23 @@ def test_a_refused_assertion_is_not_shown(workload: Workload):
 # ---- every HTTP client, and a concurrent cold start ----------------------------------------------
 
 
-def test_httpx_sync(workload: Workload):
-    with httpx.Client(auth=workload.auth()) as client:
+def test_httpx_family_sync(workload: Workload, hx):
+    """httpx and httpx2, sync: five calls, one token request, one read of the file."""
+    with hx.Client(auth=workload.auth()) as client:
         assert [client.get(workload.server.api_url()).status_code for _ in range(5)] == [200] * 5
+        workload.rotate()
+        workload.server.revoke_all()
+        assert client.get(workload.server.api_url()).status_code == 200
+    assert [s["client_assertion"] for s in workload.sent()] == [[t] for t in workload.written]
+
+
+def test_httpx_and_httpx2_share_one_token(workload: Workload):
+    """One source, one token: an httpx client and an httpx2 client in one process."""
+    httpx2 = pytest.importorskip("httpx2")
+    auth = workload.auth()
+    with httpx.Client(auth=auth) as first, httpx2.Client(auth=workload.auth()) as second:
+        assert first.get(workload.server.api_url()).status_code == 200
+        assert second.get(workload.server.api_url()).status_code == 200
     assert workload.server.token_requests == 1
 
 
@@ -270,13 +284,13 @@ def test_threads_at_cold_start_call_the_source_once(workload: Workload):
 
 
 @pytest.mark.anyio
-async def test_httpx_async_cold_start_calls_the_source_once(workload: Workload):
-    """200 tasks (asyncio and trio) with no token: one call of the callable, one request."""
+async def test_httpx_async_cold_start_calls_the_source_once(workload: Workload, hx):
+    """httpx and httpx2, 200 tasks (asyncio and trio) with no token: one call, one request."""
     workload.server.token_delay = 0.1
     counting = Counting(workload)
     auth = workload.auth(client_assertion_file=None, client_assertion=counting)
     codes: list[int] = []
-    async with httpx.AsyncClient(auth=auth, limits=httpx.Limits(max_connections=20)) as client:
+    async with hx.AsyncClient(auth=auth, limits=hx.Limits(max_connections=20)) as client:
 
         async def one() -> None:
             codes.append((await client.get(workload.server.api_url())).status_code)
@@ -289,9 +303,9 @@ async def test_httpx_async_cold_start_calls_the_source_once(workload: Workload):
 
 
 @pytest.mark.anyio
-async def test_httpx_async_reads_the_rotated_file(workload: Workload):
-    """Async too: a refused token renews with the file's new content."""
-    async with httpx.AsyncClient(auth=workload.auth()) as client:
+async def test_httpx_async_reads_the_rotated_file(workload: Workload, hx):
+    """Async too (httpx and httpx2): a refused token renews with the file's new content."""
+    async with hx.AsyncClient(auth=workload.auth()) as client:
         assert (await client.get(workload.server.api_url())).status_code == 200
         workload.rotate()
         workload.server.revoke_all()
