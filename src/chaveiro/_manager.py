@@ -23,12 +23,15 @@ goes on at once with the current token and the rest of the flow runs elsewhere.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from chaveiro import _telemetry
+from chaveiro._assertions import obtain
 from chaveiro._caches import TokenCache
 from chaveiro._dialect import ClientSettings, Dialect, TokenRequest, build_request, parse_response
 from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
@@ -47,12 +50,14 @@ from chaveiro._steps import (
     CacheGet,
     CacheLock,
     CacheSet,
+    Call,
     CannotRetry,
     Detach,
     Flow,
     RawResponse,
     Send,
     Sleep,
+    Step,
     Wait,
     run_async,
     run_sync,
@@ -367,10 +372,7 @@ class TokenManager:
         attempt = 0
         nonce_retried = False
         while True:
-            now = self.clock()
-            request = build_request(self.dialect, settings, now, refresh_token=refresh)
-            if dpop is not None:  # the proof is made last, with the newest nonce
-                request = dpop.signed(request, now)
+            request, sent, now = yield from self._prepared(refresh)
             left = policy.deadline - (now - started)
             grant = self._grant(refresh)
             status = 0
@@ -388,20 +390,19 @@ class TokenManager:
                     raw.headers,
                     raw.body,
                     now,  # lifetimes count from when the request left: conservative
-                    secrets=(settings.client_secret or "", refresh or ""),
+                    secrets=tuple(s for s in sent if s),
                     token_types=token_types,
                 )
             except CannotRetry as exc:
-                error = self._redacted(exc.error, refresh)
+                error = self._redacted(exc.error, sent)
                 fetch.attempt(grant, _answered(status, error), error)
                 raise error from None
             except TokenError as exc:
-                error = self._redacted(exc, refresh)
+                error = self._redacted(exc, sent)
                 fetch.attempt(grant, _answered(status, error), error)
-                if self._nonce_retry(error, request, offered, nonce_retried):
-                    nonce_retried = True
+                nonce_retried = self._nonce_retry(error, request, offered, nonce_retried)
+                if nonce_retried:
                     continue
-                nonce_retried = False
                 if isinstance(error, CredentialsRejectedError) and refresh is not None:
                     logger.info("refresh token refused (%s); using client credentials", error.error)
                     refresh = None
@@ -426,6 +427,27 @@ class TokenManager:
             self._log_fetch(token, previous, refreshed=refresh is not None)
             return token
 
+    def _prepared(
+        self, refresh: str | None
+    ) -> Generator[Step, Any, tuple[TokenRequest, tuple[str | None, ...], float]]:
+        """The next token request, final; the secrets it carries; when it was made.
+
+        A supplied client assertion is asked for once per token request, retries
+        included; the DPoP proof is made last, with the newest nonce.
+        """
+        settings = self.settings
+        source = settings.assertions.source
+        assertion = None
+        if source is not None:
+            assertion = yield Call(functools.partial(obtain, source, settings.token_url))
+        now = self.clock()
+        request = build_request(
+            self.dialect, settings, now, refresh_token=refresh, client_assertion=assertion
+        )
+        if settings.dpop is not None:
+            request = settings.dpop.signed(request, now)
+        return request, (settings.client_secret, refresh, assertion), now
+
     def _nonce_retry(
         self, error: TokenError, request: TokenRequest, offered: str | None, retried: bool
     ) -> bool:
@@ -444,9 +466,9 @@ class TokenManager:
         """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""
         return "refresh_token" if refresh is not None else self.dialect.grant_type
 
-    def _redacted(self, error: TokenError, refresh: str | None) -> TokenError:
+    def _redacted(self, error: TokenError, sent: tuple[str | None, ...]) -> TokenError:
         """``error`` without the secrets we sent, should the provider have echoed them."""
-        return redact(error, (self.settings.client_secret or "", refresh or ""))
+        return redact(error, [s for s in sent if s])
 
     def _log_fetch(self, token: Token, held: Token | None, *, refreshed: bool) -> None:
         stats = self.slot.stats

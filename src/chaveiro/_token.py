@@ -212,6 +212,8 @@ class Identity:
     """SHA-256 thumbprint of the client certificate (mTLS); tokens are bound to it."""
     client_auth: tuple[str, ...] = ()
     """How the client authenticates (auth method; for JWTs the algorithm and key id)."""
+    assertion_source: str | None = None
+    """Where a supplied client assertion comes from (a file's path...), never its content."""
     dpop: str | None = None
     """The DPoP key's RFC 7638 thumbprint (and whether a Bearer answer may stand in)."""
     key: str = field(init=False, repr=False, compare=False)
@@ -230,6 +232,8 @@ class Identity:
             parts.append(self.cert_thumbprint)
         if self.client_auth:
             parts.append(["auth", *self.client_auth])
+        if self.assertion_source is not None:
+            parts.append({"assertion_source": self.assertion_source})
         if self.dpop is not None:  # keys without DPoP stay as they were
             parts.append(["dpop", self.dpop])
         canonical = json.dumps(parts)
@@ -246,13 +250,16 @@ class Identity:
         *,
         thumbprint: str | None = None,
         client_auth: tuple[str, ...] = (),
+        assertion_source: str | None = None,
         dpop: str | None = None,
     ) -> Identity:
         """The identity of these settings.
 
         ``thumbprint`` is the client certificate's, if any; ``client_auth`` says how the
         client authenticates (:attr:`ClientSettings.client_auth
-        <chaveiro._settings.ClientSettings.client_auth>`); ``dpop`` is the DPoP key's
+        <chaveiro._settings.ClientSettings.client_auth>`); ``assertion_source``
+        names where a supplied client assertion comes from (its source, not its
+        content, so a rotated assertion keeps the token); ``dpop`` is the DPoP key's
         (:attr:`chaveiro._dpop.DPoP.identity`), if any: a token bound to one key or
         certificate is never used with another.
         """
@@ -267,6 +274,7 @@ class Identity:
             digest,
             thumbprint or None,
             client_auth,
+            assertion_source,
             dpop or None,
         )
 
