@@ -49,7 +49,7 @@ EnvField = tuple[str, str, "bool | str"]
 
 
 class AuthOptions(TypedDict, total=False):
-    """The keyword arguments of :class:`ClientCredentialsAuth` that every provider adapter takes."""
+    """The keyword arguments of :class:`~chaveiro.ClientCredentialsAuth` every adapter takes."""
 
     cache: TokenCache | None
     client_cert: ClientCert | ClientTLS | None

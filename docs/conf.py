@@ -1,0 +1,62 @@
+"""Sphinx settings of chaveiro's documentation site (``scripts/docs`` builds it into ``site/``).
+
+Markdown pages (MyST); the API reference is generated from the docstrings and type
+hints of the public names. Every warning is an error (``-W --keep-going``) and every
+cross-reference must resolve (nitpicky): a broken link or a docstring that does not
+render fails the build.
+"""
+
+from __future__ import annotations
+
+import chaveiro
+from chaveiro._version import __version__
+
+project = "chaveiro"
+author = "chaveiro's authors"
+copyright = "chaveiro's authors, MIT license"  # noqa: A001 - Sphinx's name
+release = __version__
+version = __version__
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.viewcode",
+]
+
+source_suffix = {".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "README.md"]
+language = "en"
+
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+suppress_warnings: list[str] = []
+
+nitpicky = True
+# Without network access there are no intersphinx inventories: names from other
+# libraries and from the standard library render as text. Everything of chaveiro's
+# own must resolve.
+nitpick_ignore_regex = [
+    (r"py:.*", r"(requests|httpx|httpx2|aiohttp|redis|ssl|typing_extensions)(\..*)?"),
+    (r"py:.*", r"(collections\.abc|typing|datetime|pathlib|os|contextlib|time)\..*"),
+    (r"py:class", r"(str|bytes|int|float|bool|object|None|type|dict|tuple|list)"),
+    (r"py:class", r"(Path|Self|Unpack|Any|Callable|Iterable|Iterator|Mapping)"),
+    (r"py:class", r"(AbstractContextManager|AbstractAsyncContextManager|AsyncIterator)"),
+    (r"py:class", r"(Exception|ValueError|TypeError|BaseException)"),
+    (r"py:class", r"(pytest\.)?MonkeyPatch|_pytest\..*"),
+]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_typehints_format = "short"
+autodoc_preserve_defaults = True
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_type_aliases = {"Clock": "chaveiro._token.Clock"}
+
+html_theme = "furo"
+html_title = f"chaveiro {__version__}"
+html_static_path: list[str] = []
+html_show_sourcelink = False
+html_last_updated_fmt = None
+
+assert chaveiro.__version__ == __version__
