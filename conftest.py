@@ -2,7 +2,6 @@
 
 from sybil import Sybil
 from sybil.parsers.markdown import CodeBlockParser
-
 from tests._doc_examples import doc_examples_world, evaluate
 
 __all__ = ["doc_examples_world", "pytest_collect_file"]

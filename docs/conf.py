@@ -13,7 +13,7 @@ from chaveiro._version import __version__
 
 project = "chaveiro"
 author = "chaveiro's authors"
-copyright = "chaveiro's authors, MIT license"  # noqa: A001 - Sphinx's name
+copyright = "chaveiro's authors, MIT license"
 release = __version__
 version = __version__
 

@@ -18,8 +18,8 @@ How an example runs depends on what it is:
 
 - an example that defines ``test_...`` functions is a test file: pytest runs it in a
   subprocess, with the ``fake_token_server`` fixtures of chaveiro's plugin;
-- an example with ``if __name__ == "__main__":`` is a script: ``python example.py`` in a
-  subprocess (it may start worker processes);
+- an example with ``if __name__ == "__main__":``, or after ``<!-- script: reason -->``
+  (it sets process-wide state, say), is a script: ``python example.py`` in a subprocess;
 - any other runs in this process, in a fresh namespace;
 - an example after ``<!-- not-run: reason -->`` (a real bank's certificate, say) is
   compiled, not run.
@@ -47,7 +47,7 @@ from chaveiro.testing import FakeTokenServer, reset
 from chaveiro.testing.pytest_plugin import TEST_CLIENT_ID, TEST_CLIENT_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_RUN = re.compile(r"<!--\s*not-run:\s*(?P<reason>.+?)\s*-->\s*\Z", re.DOTALL)
+MARKER = re.compile(r"<!--\s*(?P<kind>not-run|script):\s*(?P<reason>.+?)\s*-->\s*\Z", re.DOTALL)
 CLIENTS = (("my-client", "..."), ("...", "..."), (TEST_CLIENT_ID, TEST_CLIENT_SECRET))
 """The credentials examples use, registered with the fake server."""
 
@@ -118,12 +118,13 @@ def doc_examples_world() -> Iterator[World]:
 def kind(example: Any) -> str:
     """``not-run``, ``test``, ``script`` or ``inline``: how the example runs."""
     before = example.document.text[: example.start].rstrip()
-    if NOT_RUN.search(before[before.rfind("<!--") :] if "<!--" in before else ""):
-        return "not-run"
+    marker = MARKER.search(before[before.rfind("<!--") :]) if "<!--" in before else None
+    if marker is not None:
+        return marker.group("kind")
     source = str(example.parsed)
     if re.search(r"^def test_", source, re.MULTILINE):
         return "test"
-    if "__name__ == \"__main__\"" in source:
+    if '__name__ == "__main__"' in source:
         return "script"
     return "inline"
 
@@ -152,7 +153,7 @@ def evaluate(example: Any) -> None:
         world.patch_defaults(monkeypatch)
         namespace: dict[str, Any] = {"__name__": "__doc_example__"}
         try:
-            exec(code, namespace)  # noqa: S102 - the example is the test
+            exec(code, namespace)
         finally:
             _close_leftovers(namespace)
     reset()
@@ -161,9 +162,8 @@ def evaluate(example: Any) -> None:
 def _close_leftovers(namespace: dict[str, Any]) -> None:
     """Close what a pasted example leaves open, as the end of its script would."""
     for value in namespace.values():
-        if isinstance(value, requests.Session | chaveiro.ClientCredentialsAuth):
-            value.close()
-        elif type(value).__module__.startswith("httpx") and hasattr(value, "close"):
+        closes = isinstance(value, requests.Session | chaveiro.ClientCredentialsAuth)
+        if closes or (type(value).__module__.startswith("httpx") and hasattr(value, "close")):
             value.close()
     namespace.clear()
     with warnings.catch_warnings():
