@@ -140,7 +140,11 @@ def evaluate(example: Any) -> None:
         return
     world: World = example.namespace["doc_examples_world"]
     if how == "test":
-        _run_subprocess(["-m", "pytest", "-q", "-p", "no:cacheprovider"], source, "test_example.py")
+        _run_subprocess(
+            ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"],
+            source,
+            "test_example.py",
+        )
         return
     if how == "script":
         _run_subprocess([], world.rewrite(source), "example.py", world.environment())
