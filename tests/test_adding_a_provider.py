@@ -209,7 +209,6 @@ def test_following_the_guide_adds_a_provider_that_passes_the_tests(tmp_path: Pat
         "tests/test_travel_auth.py::test_a_copy_in_the_same_process_uses_the_held_token",
         "tests/test_cli.py::test_env_prefixes_match_the_provider_classes",
         "tests/test_cli.py::test_pytest_plugin_in_a_throwaway_project",
-        "tests/test_cli.py::test_demo_runs_end_to_end",
     ]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
