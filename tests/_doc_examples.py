@@ -22,7 +22,8 @@ How an example runs depends on what it is:
   (it sets process-wide state, say), is a script: ``python example.py`` in a subprocess;
 - any other runs in this process, in a fresh namespace;
 - an example after ``<!-- not-run: reason -->`` (a real bank's certificate, say) is
-  compiled, not run.
+  compiled, not run; one after ``<!-- requires: module -->`` runs where that optional
+  module is installed (httpx2 needs Python 3.11).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from chaveiro.testing import FakeTokenServer, reset
 from chaveiro.testing.pytest_plugin import TEST_CLIENT_ID, TEST_CLIENT_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
-MARKER = re.compile(r"<!--\s*(?P<kind>not-run|script):\s*(?P<reason>.+?)\s*-->\s*\Z", re.DOTALL)
+MARKER = re.compile(
+    r"<!--\s*(?P<kind>not-run|script|requires):\s*(?P<reason>.+?)\s*-->\s*\Z", re.DOTALL
+)
 CLIENTS = (("my-client", "..."), ("...", "..."), (TEST_CLIENT_ID, TEST_CLIENT_SECRET))
 """The credentials examples use, registered with the fake server."""
 
@@ -120,6 +123,9 @@ def kind(example: Any) -> str:
     before = example.document.text[: example.start].rstrip()
     marker = MARKER.search(before[before.rfind("<!--") :]) if "<!--" in before else None
     if marker is not None:
+        if marker.group("kind") == "requires":
+            pytest.importorskip(marker.group("reason"))
+            return "inline"
         return marker.group("kind")
     source = str(example.parsed)
     if re.search(r"^def test_", source, re.MULTILINE):

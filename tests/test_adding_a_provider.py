@@ -156,6 +156,11 @@ def _register(tree: Path) -> dict[str, Callable[[Path], None]]:
             ),
             _add_after(
                 p,
+                "        ScorePositivoAuth: server.scorepositivo_token_url,\n",
+                "        AcmeAuth: server.oauth_token_url,\n",
+            ),
+            _add_after(
+                p,
                 "def _wrong(name: str, server: FakeTokenServer) -> ClientCredentialsAuth:\n",
                 '    if name == "acme":\n'
                 '        return AcmeAuth("app-client", WRONG, token_url=server.oauth_token_url)\n',
