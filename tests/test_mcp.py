@@ -45,11 +45,12 @@ class _AskTheTokenServer:
     """A token verifier that asks the fake token server's protected API about each token.
 
     The API vouches for the token (issued, not revoked, not expired); its audience,
-    the ``resource`` it was asked for, is then read from its claims.
+    the ``resource`` it was asked for, must then be this MCP server.
     """
 
-    def __init__(self, server: FakeTokenServer) -> None:
+    def __init__(self, server: FakeTokenServer, resource: str) -> None:
         self.check_url = server.api_url("/api/whoami")
+        self.resource = resource
         self.tls = ssl.create_default_context()  # made once: a client per check stays cheap
 
     async def verify_token(self, token: str) -> AccessToken | None:
@@ -58,8 +59,10 @@ class _AskTheTokenServer:
         if answer.status_code != 200:
             return None
         claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        if claims["aud"] != self.resource:
+            return None
         client_id = answer.json()["client_id"]
-        return AccessToken(token=token, client_id=client_id, scopes=[], resource=claims["aud"])
+        return AccessToken(token=token, client_id=client_id, scopes=[], resource=self.resource)
 
 
 class McpServer:
@@ -74,11 +77,11 @@ class McpServer:
         level, handlers = root.level, root.handlers[:]
         app = MCPServer(
             "orders",
-            token_verifier=_AskTheTokenServer(server),
+            token_verifier=_AskTheTokenServer(server, self.url),
             auth=AuthSettings(
                 issuer_url=server.issuer,
                 resource_server_url=self.url,
-                validate_token_resource=True,  # a token for another resource is refused
+                validate_token_resource=False,  # the verifier checks it (mcp < 2.2 cannot)
             ),
         )
         root.setLevel(level)  # MCPServer() configures the root logger: undo it

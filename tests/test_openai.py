@@ -20,7 +20,7 @@ import requests
 from chaveiro import ClientCredentialsAuth
 from chaveiro.testing import FakeTokenServer
 from tests._recorder import Answer, Recorder, Seen
-from tests.conftest import CLIENT_ID, CLIENT_SECRET
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, assert_no_secrets
 
 openai = pytest.importorskip("openai")
 
@@ -118,9 +118,9 @@ def test_many_calls_take_one_token_request_and_carry_the_token(
     assert answers == [f"echo: question {n}" for n in range(5)]
     assert models == ["local-model"]
     assert server.token_requests == 1
-    # On the wire: chaveiro's token, never the placeholder api_key.
+    # On the wire: chaveiro's token, never the placeholder api_key nor the client secret.
     assert _carried(gateway) == [f"Bearer {server.issued_tokens[0]}"] * 6
-    assert not [seen for seen in gateway.seen if PLACEHOLDER in seen.text()]
+    assert_no_secrets([seen.text() for seen in gateway.seen], [PLACEHOLDER, CLIENT_SECRET])
 
 
 def test_a_revoked_token_is_renewed_and_the_call_replayed(
