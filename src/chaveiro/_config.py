@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlsplit
 
@@ -23,10 +23,12 @@ if TYPE_CHECKING:
     from chaveiro._certs import ClientCert, ClientTLS
 
 __all__ = [
+    "COMMON_ENV_FIELDS",
     "DEFAULT_TIMEOUT",
     "AuthOptions",
     "EnvField",
     "HostMatcher",
+    "check_options",
     "check_renew_on",
     "check_timeout",
     "check_url",
@@ -44,8 +46,19 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhos
 HostMatcher = tuple[frozenset[str], tuple[str, ...]]
 """``only_hosts`` compiled: exact host names, and suffixes (``.example.org``)."""
 
-EnvField = tuple[str, str, "bool | str"]
-"""``(argument, variable suffix, required)``; ``required`` may name another argument."""
+EnvField = tuple[str, str, "bool | str | tuple[str, ...]"]
+"""``(argument, variable suffix, required)``; ``required`` may name other arguments instead."""
+
+CREDENTIAL_ALTERNATIVES = ("client_assertion_file", "client_assertion")
+"""What may stand in for a secret's environment variable."""
+
+COMMON_ENV_FIELDS: tuple[EnvField, ...] = (
+    ("client_cert", "CLIENT_CERT", False),
+    ("client_cert_password", "CLIENT_CERT_PASSWORD", False),
+    ("client_assertion_file", "CLIENT_ASSERTION_FILE", False),
+)
+"""Read by the ``from_env()`` of every class, on top of its own ``env_fields``; the assertion
+file stands in for a secret."""
 
 
 class AuthOptions(TypedDict, total=False):
@@ -54,6 +67,8 @@ class AuthOptions(TypedDict, total=False):
     cache: TokenCache | None
     client_cert: ClientCert | ClientTLS | None
     client_cert_password: str | bytes | None
+    client_assertion: Callable[[], str] | None
+    client_assertion_file: str | os.PathLike[str] | None
     leeway: float
     replay_on_401: bool
     renew_on: Iterable[int]
@@ -65,6 +80,21 @@ class AuthOptions(TypedDict, total=False):
     wait_timeout: float | None
     allow_insecure_http: bool
     clock: Clock
+
+
+def check_options(owner: str, options: Mapping[str, object]) -> None:
+    """Refuse what an adapter's ``**options`` would otherwise pass on unchecked.
+
+    ``BitizeAuth(..., scope="x")`` type-checks as an error, but at run time the
+    scope would reach the token request and the provider would refuse it there.
+    """
+    allowed = AuthOptions.__required_keys__ | AuthOptions.__optional_keys__
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(
+            f"{owner}() got an unexpected keyword argument {unknown[0]!r}; besides its own"
+            f" arguments it takes {', '.join(sorted(allowed))}."
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -189,10 +219,13 @@ def read_env(
 ) -> dict[str, object]:
     """``kwargs`` completed from ``<prefix>_<suffix>`` variables; arguments win over them.
 
-    A missing required variable raises :class:`MissingSettingError` naming it.
+    ``fields`` are the class's own; :data:`COMMON_ENV_FIELDS` are read too. A
+    missing required variable raises :class:`MissingSettingError` naming it.
     """
     env = os.environ if environ is None else environ
     fields = tuple(fields)
+    own = {argument for argument, _, _ in fields}
+    fields += tuple(field for field in COMMON_ENV_FIELDS if field[0] not in own)
     variables = {argument: f"{prefix}_{suffix}" for argument, suffix, _ in fields}
     for argument, name in variables.items():
         value = env.get(name, "").strip()
@@ -204,8 +237,11 @@ def read_env(
             continue
         if required is True:
             missing.append(variables[argument])
-        elif required not in kwargs:
-            missing.append(f"{variables[argument]} (or {variables.get(required, required)})")
+            continue
+        others = (required,) if isinstance(required, str) else required
+        if not any(other in kwargs for other in others):
+            instead = ", ".join(variables[other] for other in others if other in variables)
+            missing.append(f"{variables[argument]} (or {instead})")
     if missing:
         plural = len(missing) > 1
         raise MissingSettingError(

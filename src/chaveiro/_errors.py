@@ -13,7 +13,8 @@
         ├── CredentialsRejectedError   the provider answered with an RFC 6749 §5.2 error
         ├── TokenEndpointError         the endpoint failed (status and a short body excerpt)
         │   └── TokenEndpointUnreachableError  no HTTP answer at all (DNS, connect, TLS, timeout)
-        └── InvalidTokenResponseError  a 2xx answer that is not a usable token
+        ├── InvalidTokenResponseError  a 2xx answer that is not a usable token
+        └── ClientAssertionError       the client assertion's source (client_assertion=) failed
 
 Messages name what went wrong and what to do. They never hold a client secret,
 an access token or a refresh token: provider bodies are excerpted, capped and
@@ -23,11 +24,14 @@ scrubbed of anything that looks like a token.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 __all__ = [
     "ChaveiroError",
+    "ClientAssertionError",
     "ClientCertificateError",
     "ConfigurationError",
     "CredentialsRejectedError",
@@ -40,6 +44,7 @@ __all__ = [
     "TokenEndpointUnreachableError",
     "TokenError",
     "excerpt",
+    "hiding",
     "redact",
 ]
 
@@ -64,22 +69,47 @@ _REASON_CODE = re.compile(
 )
 
 
+_REDACTED = "[redacted]"
+_IN_A_TOKEN = "REDACTED"
+"""A hidden secret, in the token alphabet: a token around it still reads as one, and goes whole."""
+
+
 def _redact_match(match: re.Match[str]) -> str:
-    return match.group(0) if _REASON_CODE.fullmatch(match.group(0)) else "[redacted]"
+    return match.group(0) if _REASON_CODE.fullmatch(match.group(0)) else _REDACTED
+
+
+_HIDDEN: ContextVar[tuple[str, ...]] = ContextVar("chaveiro_hidden", default=())
+"""What :func:`excerpt` never shows, in this thread or task: see :func:`hiding`."""
+
+
+@contextmanager
+def hiding(secrets: Iterable[str]) -> Iterator[None]:
+    """Within, every :func:`excerpt` shows ``secrets`` as ``REDACTED``.
+
+    For reading an answer to a request that carried them: the answer is parsed as
+    it came (a short secret may well occur inside a valid token), and only what is
+    shown of it, in a message or a log record, loses them. They are cut out before
+    the excerpt is capped, so no half of one is left at its end.
+    """
+    wanted = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+    mark = _HIDDEN.set(wanted)
+    try:
+        yield
+    finally:
+        _HIDDEN.reset(mark)
 
 
 def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
     """Return a one-line, capped, token-free excerpt of a response body."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    for secret in _HIDDEN.get():
+        text = text.replace(secret, _IN_A_TOKEN)
     text = text[: limit * 20]
     if "<" in text and ">" in text:
         title = re.search(r"<title[^>]*>(.*?)</title\s*>", text, re.IGNORECASE | re.DOTALL)
         text = title.group(1) if title else _TAGS.sub(" ", text)
     text = _TOKENISH.sub(_redact_match, _SPACES.sub(" ", text).strip())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-_REDACTED = "[redacted]"
 
 
 def redact(error: _E, secrets: Iterable[str]) -> _E:
@@ -237,3 +267,15 @@ class TokenEndpointUnreachableError(TokenEndpointError):
 
 class InvalidTokenResponseError(TokenError):
     """The token endpoint answered 2xx, but not with a usable token."""
+
+
+class ClientAssertionError(TokenError):
+    """The source of an externally supplied client assertion (``client_assertion=``) failed.
+
+    No token request was sent. The cause is chained (``__cause__``) when the
+    source raised; ``source`` names the source, never the assertion.
+    """
+
+    def __init__(self, message: str, *, token_url: str = "", source: str = "") -> None:
+        super().__init__(message, token_url=token_url)
+        self.source = source

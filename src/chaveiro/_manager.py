@@ -23,12 +23,14 @@ goes on at once with the current token and the rest of the flow runs elsewhere.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from chaveiro import _telemetry
+from chaveiro._assertions import obtain
 from chaveiro._caches import TokenCache
 from chaveiro._dialect import ClientSettings, Dialect, build_request, parse_response
 from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
@@ -47,6 +49,7 @@ from chaveiro._steps import (
     CacheGet,
     CacheLock,
     CacheSet,
+    Call,
     CannotRetry,
     Detach,
     Flow,
@@ -296,6 +299,7 @@ class TokenManager:
             slot.failures,
             pause,
             error,
+            extra={"chaveiro_event": "failed"},
         )
         return error
 
@@ -355,9 +359,16 @@ class TokenManager:
         policy, settings = self.policy, self.settings
         started = self.clock()
         attempt = 0
+        source = settings.assertions.source
         while True:
+            assertion = None
+            if source is not None:  # asked once per token request, retries included
+                assertion = yield Call(functools.partial(obtain, source, settings.token_url))
+            sent = (settings.client_secret, refresh, assertion)
             now = self.clock()
-            request = build_request(self.dialect, settings, now, refresh_token=refresh)
+            request = build_request(
+                self.dialect, settings, now, refresh_token=refresh, client_assertion=assertion
+            )
             left = policy.deadline - (now - started)
             grant = self._grant(refresh)
             status = 0
@@ -365,7 +376,6 @@ class TokenManager:
                 with fetch.sending():
                     raw: RawResponse = yield Send(request, max(left, 0.05))
                 status = raw.status
-                raw = self._scrubbed(raw, refresh)
                 token = parse_response(
                     self.dialect,
                     settings.token_url,
@@ -373,13 +383,14 @@ class TokenManager:
                     raw.headers,
                     raw.body,
                     now,  # lifetimes count from when the request left: conservative
+                    secrets=tuple(s for s in sent if s),
                 )
             except CannotRetry as exc:
-                error = self._redacted(exc.error, refresh)
+                error = self._redacted(exc.error, sent)
                 fetch.attempt(grant, _answered(status, error), error)
                 raise error from None
             except TokenError as exc:
-                error = self._redacted(exc, refresh)
+                error = self._redacted(exc, sent)
                 fetch.attempt(grant, _answered(status, error), error)
                 if isinstance(error, CredentialsRejectedError) and refresh is not None:
                     logger.info("refresh token refused (%s); using client credentials", error.error)
@@ -409,24 +420,9 @@ class TokenManager:
         """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""
         return "refresh_token" if refresh is not None else self.dialect.grant_type
 
-    def _scrubbed(self, raw: RawResponse, refresh: str | None) -> RawResponse:
-        """``raw`` with the secrets we sent cut out, before any excerpt can cut one in half."""
-        secrets = [s.encode() for s in (self.settings.client_secret, refresh) if s]
-        texts = [raw.body, *(v.encode("utf-8", "replace") for v in raw.headers.values())]
-        if not any(secret in text for secret in secrets for text in texts):
-            return raw
-        # A placeholder in the token alphabet: a token around it still reads as one
-        # token, and the excerpt hides it whole.
-        body, headers = raw.body, dict(raw.headers)
-        for secret in secrets:
-            body = body.replace(secret, b"REDACTED")
-            text = secret.decode()
-            headers = {k: v.replace(text, "REDACTED") for k, v in headers.items()}
-        return RawResponse(raw.status, headers, body)
-
-    def _redacted(self, error: TokenError, refresh: str | None) -> TokenError:
+    def _redacted(self, error: TokenError, sent: tuple[str | None, ...]) -> TokenError:
         """``error`` without the secrets we sent, should the provider have echoed them."""
-        return redact(error, (self.settings.client_secret or "", refresh or ""))
+        return redact(error, [s for s in sent if s])
 
     def _log_fetch(self, token: Token, held: Token | None, *, refreshed: bool) -> None:
         stats = self.slot.stats

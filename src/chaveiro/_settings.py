@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
+from chaveiro._assertions import ASSERTION_TYP, NO_ASSERTIONS, AssertionSettings, certificate_header
 from chaveiro._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ _RESERVED = frozenset(
         "refresh_token",
     }
 )
+_DEFAULT_ALGS = {"client_secret_jwt": "HS256", "private_key_jwt": "RS256"}
+"""The signing algorithm of each JWT auth method when ``signing_alg`` is not given."""
 _KEY_TYPES = {"RS": "RSAKey", "PS": "RSAKey", "ES": "ECKey", "Ed": "OKPKey"}
 """joserfc key class by the first two letters of the signing algorithm."""
 
@@ -70,6 +73,8 @@ class ClientSettings:
     """Overrides the dialect's ``body_format`` when set."""
     grant_type_in: GrantTypeIn | None = None
     """Overrides the dialect's ``grant_type_in`` when set."""
+    assertions: AssertionSettings = NO_ASSERTIONS
+    """The audience of chaveiro's own assertions, or the source of a supplied one."""
 
     def __post_init__(self) -> None:
         if self.auth_method not in AUTH_METHODS:
@@ -89,10 +94,16 @@ class ClientSettings:
             raise ConfigurationError(
                 f"extra_params may not set {', '.join(bad)}: pass them as their own arguments."
             )
-        if self.auth_method == "private_key_jwt":
+        if self.assertions.source is not None:
+            if self.client_secret or self.private_key:
+                raise ConfigurationError(
+                    "A client assertion replaces the client secret or private key: pass one"
+                    " or the other."
+                )
+        elif self.auth_method == "private_key_jwt":
             if not self.private_key:
                 raise ConfigurationError("auth_method='private_key_jwt' needs private_key=<PEM>.")
-            self.signing_key()  # fail at construction, not at the first request
+            self.assertion_header()  # fail at construction, not at the first request
         elif self.auth_method in CERTIFICATE_METHODS:
             if self.client_secret:
                 raise ConfigurationError(
@@ -105,6 +116,40 @@ class ClientSettings:
                 f"auth_method={self.auth_method!r} needs a non-empty client secret."
             )
 
+    def assertion_header(self) -> dict[str, str]:
+        """The header fields of chaveiro's own assertions, ``alg`` aside (RFC 10070 ``typ``).
+
+        ``kid`` when a key id is given; the certificate's ``x5t#S256`` and ``x5t``
+        when ``private_key`` holds the key's certificate after (or before) the key.
+        """
+        header = {"typ": ASSERTION_TYP}
+        if self.key_id:
+            header["kid"] = self.key_id
+        if self.auth_method == "private_key_jwt" and self.private_key:
+            self.signing_key()  # a key that cannot sign says so before its certificate does
+            header.update(certificate_header(self.private_key))
+        return header
+
+    @property
+    def alg(self) -> str | None:
+        """The algorithm that signs client assertions; ``None`` for methods that sign none,
+        and when the assertion is supplied (signed elsewhere)."""
+        if self.assertions.source is not None:
+            return None
+        default = _DEFAULT_ALGS.get(self.auth_method)
+        return None if default is None else self.signing_alg or default
+
+    @property
+    def client_auth(self) -> tuple[str, ...]:
+        """How the client authenticates, as its identity counts it.
+
+        The auth method, and for the JWT methods the signing algorithm and key id: a
+        provider that refuses one way of authenticating may accept another, so a
+        failure (and its cool-down) with one is not another's.
+        """
+        alg = self.alg
+        return (self.auth_method,) if alg is None else (self.auth_method, alg, self.key_id or "")
+
     def signing_key(self) -> OctKey | RSAKey | ECKey | OKPKey:
         """The key that signs client assertions (JWT auth methods only)."""
         from joserfc import jwk  # noqa: PLC0415 - JWT auth methods only: keeps import cheap
@@ -114,7 +159,7 @@ class ClientSettings:
             # and the provider, not the user, chose the secret.
             secret = (self.client_secret or "").encode()
             return jwk.OctKey(secret, secret)
-        alg = self.signing_alg or "RS256"
+        alg = self.alg or ""
         type_name = _KEY_TYPES.get(alg[:2])
         if type_name is None:
             raise ConfigurationError(f"signing_alg={alg!r} is not supported for private_key_jwt.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import httpx
 import requests
@@ -9,13 +11,16 @@ import requests
 import chaveiro
 from chaveiro import (
     ChaveiroError,
+    ClientAssertionError,
     ClientCredentialsAuth,
     FileCache,
     MemoryCache,
     RedisCache,
+    StackSpotAuth,
     Token,
     TokenCache,
 )
+from chaveiro.workload import azure_workload_identity, github_actions_token, kubernetes_token
 
 
 def with_requests() -> None:
@@ -64,14 +69,25 @@ def errors() -> None:
 def shared_caches() -> None:
     on_this_machine: TokenCache = FileCache()
     in_a_directory: TokenCache = FileCache("/var/cache/myapp/tokens")
-    fleet = RedisCache("redis://cache.internal:6379/0", prefix="myapp:")
-    for cache in (on_this_machine, in_a_directory, fleet):
+    fleet = RedisCache("redis://cache.internal:6379/0", prefix="myapp:", lock_lease=2.0)
+    sentinel = RedisCache("redis+sentinel://sentinel-1:26379/mymaster/0")
+    for cache in (on_this_machine, in_a_directory, fleet, sentinel):
         ClientCredentialsAuth("https://idp/token", "id", "secret", cache=cache)
     fleet.close()
+    sentinel.close()
     stored: Token | None = on_this_machine.get("key")
     if stored is not None:
         restored: Token | None = Token.from_json(stored.to_json())
         del restored
+
+
+def redis_clients() -> None:
+    import redis  # noqa: PLC0415 - the optional dependency
+    import redis.asyncio  # noqa: PLC0415
+    from redis.cluster import RedisCluster  # noqa: PLC0415
+
+    RedisCache(client=redis.Redis(), async_client=redis.asyncio.Redis())
+    RedisCache(client=RedisCluster(host="cluster-node-1", port=6379))
 
 
 async def shared_caches_async(cache: TokenCache, token: Token) -> None:
@@ -140,3 +156,36 @@ def with_client_certificates() -> None:
     tls.close()
     error: chaveiro.ConfigurationError = chaveiro.ClientCertificateError("no certificate")
     del error
+
+
+def with_client_assertions() -> None:
+    own = ClientCredentialsAuth(
+        "https://idp.example.com/token",
+        "id",
+        private_key=b"-----BEGIN PRIVATE KEY-----...",
+        auth_method="private_key_jwt",
+        issuer="https://idp.example.com",
+        assertion_audience="token_endpoint",
+    )
+    by_file = ClientCredentialsAuth(
+        "https://idp.example.com/token", "id", client_assertion_file=Path("/run/token")
+    )
+    by_function = ClientCredentialsAuth(
+        "https://idp.example.com/token", "id", client_assertion=lambda: "a.jwt.value"
+    )
+    pod = ClientCredentialsAuth(
+        "https://idp.example.com/token", "id", client_assertion=kubernetes_token()
+    )
+    job = ClientCredentialsAuth(
+        "https://idp.example.com/token",
+        "id",
+        client_assertion=github_actions_token("api://AzureADTokenExchange"),
+    )
+    keycloak = StackSpotAuth(client_id="id", realm="shop", client_assertion=kubernetes_token())
+    entra: ClientCredentialsAuth = azure_workload_identity("api://app/.default", leeway=10)
+    try:
+        for auth in (own, by_file, by_function, pod, job, keycloak, entra):
+            auth.get_token()
+    except ClientAssertionError as exc:
+        source: str = exc.source
+        del source
