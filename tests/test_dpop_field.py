@@ -281,25 +281,6 @@ def test_aiohttp_tasks_share_one_token(server: FakeTokenServer):
     assert server.dpop_refusals == []
 
 
-# ---- the docs ----------------------------------------------------------------------------
-
-DOCS = [Path(__file__).parent.parent / "docs" / name for name in ("dpop.md", "pt-BR/dpop.md")]
-
-
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.parent.name + "/" + p.name)
-def test_the_dpop_pages_examples_compile_and_the_local_one_runs(doc: Path):
-    """Every Python example of docs/dpop.md and its pt-BR page is valid; the one against
-    FakeTokenServer runs as it is."""
-    blocks = doc.read_text(encoding="utf-8").split("```python\n")[1:]
-    sources = [block.split("```", 1)[0] for block in blocks]
-    assert len(sources) >= 4
-    for source in sources:
-        compile(source, str(doc), "exec")
-    local = [s for s in sources if "FakeTokenServer(dpop=True" in s]
-    assert len(local) == 1
-    exec(compile(local[0], str(doc), "exec"), {})  # our own documentation
-
-
 # ---- forward proxies -----------------------------------------------------------------------
 
 

@@ -99,7 +99,7 @@ class MemoryCache:
     """Tokens in this process's memory: the default, shared by every auth object.
 
     ``MemoryCache()`` makes a private cache; auth objects built without
-    ``cache=`` share the process-wide one returned by :func:`default_cache`.
+    ``cache=`` share the process-wide one returned by ``default_cache()``.
 
     Pickled or copied, a MemoryCache carries no token: a copy in the same process
     is the cache itself, and in another process every copy of one cache is one
