@@ -57,6 +57,8 @@ class Stats:
     """Requests replayed after a 401."""
     cache_hits: int = 0
     """Tokens found in the cache that another auth object or process had fetched."""
+    nonce_retries: int = 0
+    """Requests sent again with a new DPoP nonce (RFC 9449 §8, §9), token requests included."""
 
     def copy(self) -> Stats:
         return copy.copy(self)

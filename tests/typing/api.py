@@ -189,3 +189,23 @@ def with_client_assertions() -> None:
     except ClientAssertionError as exc:
         source: str = exc.source
         del source
+
+
+def with_dpop() -> None:
+    auth = ClientCredentialsAuth(
+        "https://idp.example.com/token",
+        "id",
+        "secret",
+        dpop_key=Path("dpop.pem"),
+        dpop_alg="ES256",
+        dpop_allow_bearer=False,
+    )
+    ClientCredentialsAuth("https://idp.example.com/token", "id", "secret", dpop_key=True)
+    ClientCredentialsAuth("https://idp.example.com/token", "id", "s", dpop_key=b"-----BEGIN")
+    chaveiro.StackSpotAuth("id", "key", "realm", dpop_key="/run/secrets/dpop.pem")
+    thumbprint: str | None = auth.dpop_thumbprint
+    token = auth.get_token()
+    proof: str = auth.dpop_proof("GET", "https://api.example.com/", token)
+    retries: int = auth.stats.nonce_retries
+    error: chaveiro.InvalidTokenResponseError = chaveiro.DPoPNotSupportedError("bearer")
+    del thumbprint, proof, retries, error
