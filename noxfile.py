@@ -73,7 +73,7 @@ print("direct dependencies:", ", ".join(sorted(found)))
 
 def _pytest(session: nox.Session) -> None:
     session.run("python", "-c", _SHOW_VERSIONS, silent=False)
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run("python", "-m", "pytest", "-n", "auto", *session.posargs)
 
 
 @nox.session(python=PYTHONS)
@@ -131,7 +131,7 @@ def httpx2_session(session: nox.Session) -> None:
 def httpx2_lowest(session: nox.Session) -> None:
     """The httpx tests on httpx2 and httpcore2 2.0.0, the lower bound of the httpx2 extra."""
     _httpx2_only(session, "httpx2==2.0.0", "httpcore2==2.0.0")
-    session.run("python", "-m", "pytest", *HTTPX_TESTS, *session.posargs)
+    session.run("python", "-m", "pytest", "-n", "auto", *HTTPX_TESTS, *session.posargs)
 
 
 @nox.session(name="sdks-lowest", python="3.11")
