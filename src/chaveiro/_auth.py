@@ -18,7 +18,7 @@ import requests
 from chaveiro._aiohttp import AiohttpMiddleware
 from chaveiro._assertions import check_assertions
 from chaveiro._caches import TokenCache, default_cache
-from chaveiro._certs import ClientCert, ClientTLS, client_tls
+from chaveiro._certs import ClientCert, ClientTLS, client_cert_of
 from chaveiro._config import (
     CREDENTIAL_ALTERNATIVES,
     DEFAULT_TIMEOUT,
@@ -29,6 +29,7 @@ from chaveiro._config import (
     check_url,
     clean,
     encodable,
+    extra_parameters,
     host_matcher,
     read_env,
 )
@@ -108,7 +109,8 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         url = check_url(token_url, allow_insecure_http=allow_insecure_http)
         cid = clean("client_id", client_id)
         assert cid is not None
-        tls = _load_client_cert(client_cert, client_cert_password, auth_method)
+        needed = auth_method if auth_method in CERTIFICATE_METHODS else None
+        tls = client_cert_of(client_cert, client_cert_password, needed)
         assertions = check_assertions(
             type(self).__name__,
             url,
@@ -125,19 +127,8 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         secret = clean("client_secret", client_secret, required=not no_secret)
         if isinstance(private_key, str):
             private_key = encodable("private_key", private_key).encode()
-        given: dict[object, object] = dict((extra_params or {}).items())
-        given.update((k, v) for k, v in (("audience", audience), ("resource", resource)) if v)
-        extra: dict[str, str] = {}
-        for name, value in given.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise ConfigurationError(f"extra parameter {name!r} must map a string to a string.")
-            extra[encodable("extra parameter name", name)] = encodable(name, value)
-        if leeway < 0 or max_attempts < 1 or deadline <= 0:
-            raise ConfigurationError(
-                "leeway must be >= 0, max_attempts >= 1 and deadline > 0 (seconds)."
-            )
-        if wait_timeout is not None and not 0 < wait_timeout < float("inf"):
-            raise ConfigurationError("wait_timeout must be a positive number of seconds, or None.")
+        extra = extra_parameters(extra_params, audience, resource)
+        policy = Policy.checked(leeway, max_attempts, deadline, wait_timeout)
         connect_timeout, read_timeout = check_timeout(timeout)
         dpop = dpop_settings(dpop_key, dpop_alg, dpop_allow_bearer)
         self._settings = ClientSettings(
@@ -173,12 +164,6 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         self._session = session
         self._tls = tls
         self._timeout = (connect_timeout, read_timeout)
-        policy = Policy(
-            leeway=float(leeway),
-            attempts=max_attempts,
-            deadline=float(deadline),
-            wait_timeout=None if wait_timeout is None else float(wait_timeout),
-        )
         self._start(identity, policy, clock, use_refresh_token)
 
     def _start(self, identity: Identity, policy: Policy, clock: Clock, refresh: bool) -> None:
@@ -346,7 +331,8 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             )
         base = check_url(issuer, allow_insecure_http=allow_insecure_http, what="issuer")
         base = base.rstrip("/")
-        tls = _load_client_cert(client_cert, client_cert_password, auth_method or "")
+        needed = auth_method if auth_method in CERTIFICATE_METHODS else None
+        tls = client_cert_of(client_cert, client_cert_password, needed)
         metadata = discovered.get(base, lambda: discover(base, session, timeout, tls))
         token_url = check_url(
             metadata.token_endpoint_for(mtls=tls is not None),
@@ -403,30 +389,3 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             return await self._aget_token_through(client)
         flow = self._manager.flow(None)
         return await obtain_async(flow, self._cache, self._send_in_thread)
-
-
-def _load_client_cert(
-    client_cert: ClientCert | ClientTLS | None,
-    password: str | bytes | None,
-    auth_method: str,
-) -> ClientTLS | None:
-    """``client_cert=`` loaded and checked, or ``None``; certificate methods need one."""
-    if client_cert is None:
-        if auth_method in CERTIFICATE_METHODS:
-            raise MissingSettingError(
-                f"auth_method={auth_method!r} needs client_cert=: the .p12/.pfx, or the (.crt,"
-                " .key) pair, that authenticates this client (its thumbprint also keeps its"
-                " tokens apart from other certificates').",
-                names=("client_cert",),
-            )
-        if password is not None:
-            raise ConfigurationError("client_cert_password= was given without client_cert=.")
-        return None
-    if isinstance(client_cert, ClientTLS):
-        if password is not None:
-            raise ConfigurationError(
-                "client_cert= is already loaded (chaveiro.client_tls): its password went there;"
-                " drop client_cert_password=."
-            )
-        return client_cert
-    return client_tls(client_cert, password)

@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from chaveiro._errors import ClientCertificateError
+from chaveiro._errors import ClientCertificateError, ConfigurationError, MissingSettingError
 
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-__all__ = ["ClientCert", "ClientTLS", "client_tls"]
+__all__ = ["ClientCert", "ClientTLS", "client_cert_of", "client_tls"]
 
 StrPath: TypeAlias = "str | os.PathLike[str]"
 ClientCert: TypeAlias = "str | os.PathLike[str] | tuple[StrPath, StrPath] | bytes"
@@ -377,3 +377,33 @@ def client_tls(
         _loaded=loaded,
         _pem_files=pem_files if password is None else None,
     )
+
+
+def client_cert_of(
+    client_cert: ClientCert | ClientTLS | None,
+    password: str | bytes | None,
+    needed_by: str | None,
+) -> ClientTLS | None:
+    """``client_cert=`` loaded and checked, or ``None``.
+
+    ``needed_by``: the ``auth_method`` that cannot do without a certificate, if it is one.
+    """
+    if client_cert is None:
+        if needed_by is not None:
+            raise MissingSettingError(
+                f"auth_method={needed_by!r} needs client_cert=: the .p12/.pfx, or the (.crt,"
+                " .key) pair, that authenticates this client (its thumbprint also keeps its"
+                " tokens apart from other certificates').",
+                names=("client_cert",),
+            )
+        if password is not None:
+            raise ConfigurationError("client_cert_password= was given without client_cert=.")
+        return None
+    if isinstance(client_cert, ClientTLS):
+        if password is not None:
+            raise ConfigurationError(
+                "client_cert= is already loaded (chaveiro.client_tls): its password went there;"
+                " drop client_cert_password=."
+            )
+        return client_cert
+    return client_tls(client_cert, password)

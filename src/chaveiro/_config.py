@@ -35,6 +35,7 @@ __all__ = [
     "check_url",
     "clean",
     "encodable",
+    "extra_parameters",
     "host_matcher",
     "read_env",
 ]
@@ -256,3 +257,17 @@ def read_env(
             names=tuple(name.partition(" ")[0] for name in missing),
         )
     return kwargs
+
+
+def extra_parameters(
+    extra_params: Mapping[str, str] | None, audience: str | None, resource: str | None
+) -> dict[str, str]:
+    """The token request's extra form fields: ``extra_params``, ``audience=`` and ``resource=``."""
+    given: dict[object, object] = dict((extra_params or {}).items())
+    given.update((k, v) for k, v in (("audience", audience), ("resource", resource)) if v)
+    extra: dict[str, str] = {}
+    for name, value in given.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ConfigurationError(f"extra parameter {name!r} must map a string to a string.")
+        extra[encodable("extra parameter name", name)] = encodable(name, value)
+    return extra

@@ -5,7 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError
+from chaveiro._errors import (
+    ConfigurationError,
+    CredentialsRejectedError,
+    TokenEndpointError,
+    TokenError,
+)
 
 __all__ = ["Policy"]
 
@@ -30,6 +35,24 @@ class Policy:
     cooldown_cap: float = 30.0
     rejected_cooldown: float = 10.0
     """Cool-down after the provider rejected the credentials, or forbade the client (403)."""
+
+    @classmethod
+    def checked(
+        cls, leeway: float, attempts: int, deadline: float, wait_timeout: float | None
+    ) -> Policy:
+        """The constructor's timing arguments, checked: what an auth object waits and tries."""
+        if leeway < 0 or attempts < 1 or deadline <= 0:
+            raise ConfigurationError(
+                "leeway must be >= 0, max_attempts >= 1 and deadline > 0 (seconds)."
+            )
+        if wait_timeout is not None and not 0 < wait_timeout < float("inf"):
+            raise ConfigurationError("wait_timeout must be a positive number of seconds, or None.")
+        return cls(
+            leeway=float(leeway),
+            attempts=attempts,
+            deadline=float(deadline),
+            wait_timeout=None if wait_timeout is None else float(wait_timeout),
+        )
 
     def backoff_delay(self, attempt: int, retry_after: float | None) -> float:
         """Full-jitter exponential backoff, never shorter than ``Retry-After``."""
