@@ -9,6 +9,7 @@ constructor, the presentation, and the other ways to build one.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -161,7 +162,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             use_refresh_token=refresh,
         )
         self._own_session = _OwnSession(self._tls)
-        self._on_response_hook = self._on_response
+        self._on_response_hook = _ResponseHook(self)
 
     # ---- presentation ---------------------------------------------------------------------
 
@@ -198,6 +199,17 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
     def stats(self) -> Stats:
         """A snapshot of this identity's counters in this process (for metrics)."""
         return self._manager.slot.stats.copy()
+
+    def close(self) -> None:
+        """Close the session chaveiro made for its own token requests (a given one stays open),
+        and let go of this identity's state in the process.
+
+        That state (the token, the cool-down, the counters) is freed once its token
+        has expired, unless another auth object of the same identity is alive. The
+        auth object stays usable: it holds the state again when it next needs a token.
+        """
+        super().close()
+        self._manager.release()
 
     # ---- pickling and copying: settings only ------------------------------------------------
 
@@ -309,6 +321,24 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         renewed in the background.
         """
         return self._manager.fresh_token() or self._obtain_sync(None, background=True)
+
+
+class _ResponseHook:
+    """requests' response hook, holding its auth object weakly.
+
+    A bound method kept on the object would be a reference cycle: a dropped auth
+    object would wait for the cycle collector, and keep its identity's state held
+    until then. Without one it goes (and lets go) at once.
+    """
+
+    __slots__ = ("_method",)
+
+    def __init__(self, auth: ClientCredentialsAuth) -> None:
+        self._method = weakref.WeakMethod(auth._on_response)
+
+    def __call__(self, r: requests.Response, **kwargs: Any) -> requests.Response:
+        method = self._method()
+        return r if method is None else method(r, **kwargs)
 
 
 def _load_client_cert(

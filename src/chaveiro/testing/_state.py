@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chaveiro._caches import default_cache, reset_cache_health
-from chaveiro._flight import reset_state
+from chaveiro._slots import reset_state
 
 __all__ = ["reset"]
 
