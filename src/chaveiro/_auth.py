@@ -331,14 +331,14 @@ class _ResponseHook:
     until then. Without one it goes (and lets go) at once.
     """
 
-    __slots__ = ("_method",)
+    __slots__ = ("_auth",)
 
     def __init__(self, auth: ClientCredentialsAuth) -> None:
-        self._method = weakref.WeakMethod(auth._on_response)
+        self._auth = weakref.ref(auth)
 
     def __call__(self, r: requests.Response, **kwargs: Any) -> requests.Response:
-        method = self._method()
-        return r if method is None else method(r, **kwargs)
+        auth = self._auth()
+        return r if auth is None else auth._on_response(r, **kwargs)
 
 
 def _load_client_cert(

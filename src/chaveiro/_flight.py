@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -154,7 +155,12 @@ def _wake(loop: asyncio.AbstractEventLoop, shared: asyncio.Future[None]) -> None
 
 def backend_name(cache: TokenCache) -> str:
     """A short name for the kind of ``cache``: ``memory``, ``file``, ``redis``..."""
-    name = type(cache).__name__.lower()
+    return _kind_name(type(cache))
+
+
+@functools.cache  # one string per kind of cache, not one per identity
+def _kind_name(kind: type) -> str:
+    name = kind.__name__.lower()
     return name.removesuffix("cache") or name
 
 
