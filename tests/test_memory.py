@@ -16,6 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -95,7 +96,10 @@ def test_a_live_auth_object_keeps_its_state_through_any_sweep(server, make_auth)
 def test_dropping_an_auth_object_releases_its_slot(server, make_auth):
     clock = FakeClock()
     auth = make_auth(scope="gone", clock=clock)
-    auth.get_token()
+    with requests.Session() as session:
+        session.auth = auth
+        assert session.get(server.api_url()).status_code == 200
+    del session
     slot = auth._manager.slot
     kept = weakref.ref(auth._manager._hold)
     twin = make_auth(scope="gone", clock=clock)  # the same identity shares the hold

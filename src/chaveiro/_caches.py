@@ -99,8 +99,9 @@ class TokenCache(Protocol):
 DEFAULT_MAX_ENTRIES = 10_000
 """How many tokens a :class:`MemoryCache` keeps unless told otherwise, the default cache too.
 
-A held token costs about 1 KB (a JWT and its ``Authorization`` header), so the
-bound caps tokens that no live auth object uses at about 10 MB: more tenants
+A kept token costs about 2.4 KB with its state (a 670-character JWT, its
+``Authorization`` header, the identity's slot: ``benchmarks/memory.py``), so the
+bound caps tokens that no live auth object uses at about 25 MB: more tenants
 than most services serve within one token lifetime, little next to a worker's
 memory. Auth objects that are alive keep their own identity's token whatever
 the bound (see :mod:`chaveiro._slots`).

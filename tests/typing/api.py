@@ -140,3 +140,13 @@ def with_client_certificates() -> None:
     tls.close()
     error: chaveiro.ConfigurationError = chaveiro.ClientCertificateError("no certificate")
     del error
+
+
+def many_tenants() -> None:
+    tokens: TokenCache = MemoryCache(max_entries=50_000)
+    unbounded = MemoryCache(max_entries=None)
+    bound: int | None = unbounded.max_entries
+    auth = ClientCredentialsAuth("https://idp/token", "id", "secret", cache=tokens)
+    waited: int = auth.stats.waited
+    auth.close()
+    del bound, waited
