@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 
 from chaveiro import ConfigurationError, MemoryCache, Token
 from chaveiro._caches import DEFAULT_MAX_ENTRIES, default_cache
-from chaveiro._slots import SWEEP_KEPT, count, hold, sweep
+from chaveiro._slots import SWEEP_KEPT, count, hold, keys, sweep
+from chaveiro._token import Identity
 from chaveiro.testing import FakeTokenServer, reset
-from tests.conftest import FakeClock
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock
 
 LIFETIME = 3600.0
 
@@ -53,12 +54,13 @@ def _no_leftovers() -> None:
 def test_dropped_identities_go_once_expired_with_normal_activity(server, make_auth):
     """The field: 50,000 tenants left ~1 KB each for ever; now slots and tokens go."""
     clock, cache = FakeClock(), default_cache()
-    before = count(cache)
-    assert before == 0
+    before = keys(cache)  # auth objects that other tests still hold
     tenants = [make_auth(scope=f"tenant-{i}", clock=clock) for i in range(300)]
     for auth in tenants:
         auth.get_token()
-    assert count(cache) == before + 300
+    mine = {auth._manager.identity.key for auth in tenants}
+    hot = Identity.of(server.oauth_token_url, CLIENT_ID, CLIENT_SECRET, "hot").key
+    assert keys(cache) - before == mine
     assert len(cache._tokens) == 300
     peak = sys.getsizeof(cache._tokens._items)
     assert peak > 4 * _table_size(64)
@@ -67,15 +69,16 @@ def test_dropped_identities_go_once_expired_with_normal_activity(server, make_au
     gc.collect()
     _activity(make_auth, clock, cache, 5)
     # Not expired yet: a tenant's next auth object still finds its token.
-    assert count(cache) == before + 301
+    assert keys(cache) - before == mine | {hot}
     make_auth(scope="tenant-7", clock=clock).get_token()
     assert server.token_requests == 301  # 300 tenants and "hot"; tenant-7 found its token
 
     gc.collect()  # what the cycle collector does anyway, now rather than later
     clock.now += LIFETIME + 1
     _activity(make_auth, clock, cache, 10)
-    assert count(cache) == 1  # "hot", in use a moment ago
-    assert list(cache._tokens) == [make_auth(scope="hot", clock=clock)._manager.identity.key]
+    assert keys(cache) - before == {hot}  # in use a moment ago
+    assert not mine & keys(cache)
+    assert list(cache._tokens) == [hot]
     # The tables themselves gave their memory back.
     assert sys.getsizeof(cache._tokens._items) <= _table_size(64)
 
@@ -94,15 +97,15 @@ def test_a_live_auth_object_keeps_its_state_through_any_sweep(server, make_auth)
 
 
 def test_dropping_an_auth_object_releases_its_slot(server, make_auth):
-    clock = FakeClock()
-    auth = make_auth(scope="gone", clock=clock)
+    clock, cache = FakeClock(), MemoryCache()
+    auth = make_auth(scope="gone", clock=clock, cache=cache)
     with requests.Session() as session:
         session.auth = auth
         assert session.get(server.api_url()).status_code == 200
     del session
     slot = auth._manager.slot
     kept = weakref.ref(auth._manager._hold)
-    twin = make_auth(scope="gone", clock=clock)  # the same identity shares the hold
+    twin = make_auth(scope="gone", clock=clock, cache=cache)  # the same identity: one hold
     assert twin._manager._hold is auth._manager._hold
 
     gc.disable()  # no cycle holds an auth object: dropping it is enough
@@ -117,23 +120,25 @@ def test_dropping_an_auth_object_releases_its_slot(server, make_auth):
         gc.enable()
 
     clock.now += LIFETIME + 1
-    sweep(default_cache(), clock())
-    assert count(default_cache()) == 0
-    assert len(default_cache()._tokens) == 0
+    sweep(cache, clock())
+    assert count(cache) == 0
+    assert len(cache._tokens) == 0
 
 
 def test_close_lets_go_and_the_object_stays_usable(server, make_auth):
-    clock = FakeClock()
-    auth = make_auth(scope="closed", clock=clock)
+    clock, cache = FakeClock(), MemoryCache()
+    auth = make_auth(scope="closed", clock=clock, cache=cache)
     old = auth.get_token()
     auth.close()
+    sweep(cache, clock())
+    assert count(cache) == 1  # its token is still valid: kept for the next auth object
     clock.now += LIFETIME + 1
-    sweep(default_cache(), clock())
-    assert count(default_cache()) == 0
+    sweep(cache, clock())
+    assert count(cache) == 0
 
     new = auth.get_token()  # holds a slot again
     assert new.access_token != old.access_token
-    assert count(default_cache()) == 1
+    assert count(cache) == 1
     assert auth._manager._hold is not None
     assert server.token_requests == 2
 

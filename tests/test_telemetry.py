@@ -35,11 +35,11 @@ from chaveiro import (
     ClientCredentialsAuth,
     CredentialsRejectedError,
     FileCache,
+    MemoryCache,
     RedisCache,
     TokenEndpointError,
     TokenEndpointUnreachableError,
 )
-from chaveiro._caches import default_cache
 from chaveiro._errors import redact
 from chaveiro._slots import count, sweep
 from chaveiro._telemetry import CACHE_BUCKETS, FETCH_BUCKETS, error_type
@@ -208,17 +208,17 @@ def test_requests_that_waited_on_a_cold_start_are_counted_as_reused(otel, server
 
 def test_the_reuse_counter_never_goes_down_when_idle_state_goes(otel, server, make_auth):
     """A dropped auth object's expired state goes; what it counted stays counted."""
-    clock = FakeClock()
-    auth = make_auth(clock=clock)
+    clock, cache = FakeClock(), MemoryCache()
+    auth = make_auth(clock=clock, cache=cache)
     for _ in range(3):
         auth.get_token()
     del auth
     clock.now += 3600
-    sweep(default_cache(), clock())
-    assert count(default_cache()) == 0
+    sweep(cache, clock())
+    assert count(cache) == 0
     assert otel.collect().table(REUSED) == [(BASE, 2)]
-    make_auth(clock=clock).get_token()  # a new slot for the same identity counts on top
-    make_auth(clock=clock).get_token()
+    make_auth(clock=clock, cache=cache).get_token()  # a new slot for the identity counts on top
+    make_auth(clock=clock, cache=cache).get_token()
     assert otel.collect().table(REUSED) == [(BASE, 3)]
 
 

@@ -33,7 +33,17 @@ from chaveiro._flight import Flight, Stats, wait_for_renewals
 from chaveiro._lru import Lru
 from chaveiro._token import Token
 
-__all__ = ["SWEEP_KEPT", "SWEEP_MAX", "Hold", "Slot", "count", "hold", "reset_state", "sweep"]
+__all__ = [
+    "SWEEP_KEPT",
+    "SWEEP_MAX",
+    "Hold",
+    "Slot",
+    "count",
+    "hold",
+    "keys",
+    "reset_state",
+    "sweep",
+]
 
 SWEEP_KEPT = 4
 """A sweep stops after this many slots that must stay."""
@@ -163,6 +173,12 @@ def count(cache: TokenCache) -> int:
     with _registry_lock:
         slots = _registry.get(cache)
         return 0 if slots is None else len(slots)
+
+
+def keys(cache: TokenCache) -> set[str]:
+    """The identity keys that have a slot of ``cache`` in this process."""
+    with _registry_lock:
+        return set(_registry.get(cache) or ())
 
 
 def _counts() -> list[tuple[str, str, str, int, int]]:
