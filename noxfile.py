@@ -6,6 +6,8 @@
     .venv/bin/nox -s tests-3.13 -- -k redis -x   # arguments after -- go to pytest
     .venv/bin/nox -s niquests         # niquests' Session and AsyncSession with the same auth object
     .venv/bin/nox -s aiohttp-lowest   # the aiohttp middleware with aiohttp 3.12.0
+    .venv/bin/nox -s httpx2-3.13      # the whole suite on httpx2 alone (httpx uninstalled)
+    .venv/bin/nox -s httpx2-lowest    # the httpx tests on httpx2 2.0.0, the extra's lower bound
 
 niquests installs urllib3-future, which replaces urllib3: it never goes into the
 main .venv, nor into the other sessions.
@@ -23,6 +25,7 @@ from pathlib import Path
 import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+HTTPX2_PYTHONS = ["3.11", "3.12", "3.13"]  # httpx2 needs Python 3.11 or newer
 EXTRAS = ".[redis,trio,test]"
 
 nox.options.default_venv_backend = "uv"
@@ -32,6 +35,8 @@ nox.options.sessions = [
     "lowest-3.10",
     "niquests",
     "aiohttp-lowest",
+    *(f"httpx2-{version}" for version in HTTPX2_PYTHONS),
+    "httpx2-lowest",
 ]
 os.environ["UV_PYTHON_DOWNLOADS"] = "never"
 
@@ -97,3 +102,38 @@ def aiohttp_lowest(session: nox.Session) -> None:
     session.run(
         "python", "-m", "pytest", "tests/test_aiohttp.py", "tests/providers", *session.posargs
     )
+
+
+def _httpx2_only(session: nox.Session, *pins: str) -> None:
+    """Install the test suite's dependencies with httpx2 in place of httpx, and alias it.
+
+    With ``CHAVEIRO_TEST_HTTPX=httpx2``, tests/conftest.py calls ``httpx2.alias_httpx()``
+    before anything imports httpx: every ``import httpx`` in the tests is httpx2.
+    """
+    session.install("-e", EXTRAS, *pins)
+    session.run("uv", "pip", "uninstall", "httpx", "httpcore", external=True, silent=True)
+    session.env["CHAVEIRO_TEST_HTTPX"] = "httpx2"
+
+
+@nox.session(name="httpx2", python=HTTPX2_PYTHONS)
+def httpx2_session(session: nox.Session) -> None:
+    """The whole test suite with httpx2 alone: every httpx test runs on httpx2."""
+    _httpx2_only(session)
+    _pytest(session)
+
+
+@nox.session(name="httpx2-lowest", python="3.11")
+def httpx2_lowest(session: nox.Session) -> None:
+    """The httpx tests on httpx2 and httpcore2 2.0.0, the lower bound of the httpx2 extra."""
+    _httpx2_only(session, "httpx2==2.0.0", "httpcore2==2.0.0")
+    session.run("python", "-m", "pytest", *HTTPX_TESTS, *session.posargs)
+
+
+HTTPX_TESTS = (
+    "tests/test_httpx_auth.py",
+    "tests/test_httpx2.py",
+    "tests/test_proxies.py",
+    "tests/test_redirects.py",
+    "tests/test_tls.py",
+    "tests/test_mtls.py",
+)

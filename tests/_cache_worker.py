@@ -33,7 +33,8 @@ def main() -> None:
     warnings = Collect()
     logging.getLogger("chaveiro").addHandler(warnings)
     kind, per_request = settings["cache"], settings["per_request"]
-    shared_client = redis.Redis.from_url(settings["redis_url"]) if kind == "redis" else None
+    shared = kind == "redis" and per_request
+    shared_client = redis.Redis.from_url(settings["redis_url"]) if shared else None
 
     def make_cache() -> TokenCache:
         if kind == "file":

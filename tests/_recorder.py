@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ def token_answer(token: str = "landing-token-0123456789abcdef") -> Answer:
 class Recorder:
     """``with Recorder(script) as rec:`` — ``rec.url(path)``, ``rec.seen`` (every request)."""
 
-    def __init__(self, script: Script | None = None) -> None:
+    def __init__(
+        self, script: Script | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.script: Script = script or (lambda seen: token_answer())
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
@@ -67,12 +70,16 @@ class Recorder:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self.scheme = "http"
+        if ssl_context is not None:  # HTTPS, with the certificate ``ssl_context`` holds
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+        return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}{path}"
 
     def __enter__(self) -> Recorder:
         self._thread.start()

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 import trustme
 
+if os.environ.get("CHAVEIRO_TEST_HTTPX") == "httpx2":  # the httpx2 sessions of noxfile.py
+    import sys
+
+    import httpcore2
+    import httpx2
+
+    if hasattr(httpx2, "alias_httpx"):
+        httpx2.alias_httpx()  # every ``import httpx`` below is httpx2
+    else:  # before alias_httpx(), the same by hand
+        sys.modules["httpx"], sys.modules["httpcore"] = httpx2, httpcore2
+
 from chaveiro import ClientCredentialsAuth
 from chaveiro._manager import wait_for_renewals
 from chaveiro.testing import FakeTokenServer, reset
+from tests._redis_servers import RedisCluster, RedisSentinel, RedisServer
+
+__all__ = ["CLIENT_ID", "CLIENT_SECRET", "FakeClock", "RedisServer", "join_renewals"]
 
 CLIENT_ID = "app-client"
 CLIENT_SECRET = "s3cr3t-Value-That-Must-Never-Leak-0123456789"
@@ -48,6 +60,12 @@ def _fresh_chaveiro_state() -> Iterator[None]:
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture(params=["httpx", "httpx2"])
+def hx(request: pytest.FixtureRequest) -> ModuleType:
+    """httpx, then httpx2: the libraries of the httpx family (skipped where not installed)."""
+    return pytest.importorskip(str(request.param))
 
 
 @pytest.fixture
@@ -103,60 +121,6 @@ def assert_no_secrets(texts: list[str], secrets: list[str]) -> None:
             assert secret not in text, f"secret leaked into: {text[:200]!r}"
 
 
-_NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
-
-
-class RedisServer:
-    """A real redis-server on a free 127.0.0.1 port, without persistence."""
-
-    def __init__(self) -> None:
-        executable = shutil.which("redis-server")
-        try:
-            import redis  # noqa: PLC0415 - the optional dependency
-        except ImportError:
-            executable = None
-        if executable is None:
-            message = (
-                "redis-server or the redis package is missing (scripts/bootstrap installs both)"
-            )
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        for _ in range(5):  # another process may grab the free port first
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                self.port = probe.getsockname()[1]
-            self.url = f"redis://127.0.0.1:{self.port}/0"
-            self.process = subprocess.Popen(
-                [executable, "--port", str(self.port), "--bind", "127.0.0.1", *_NO_PERSISTENCE],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            self.client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
-            for _ in range(200):
-                if self.process.poll() is not None:
-                    break
-                try:
-                    self.client.ping()
-                except redis.ConnectionError:
-                    time.sleep(0.025)
-                else:
-                    return
-            self.stop()
-        pytest.fail("redis-server did not start")
-
-    def kill(self) -> None:
-        """Kill the server at once, as a crash would."""
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
@@ -169,3 +133,31 @@ def redis_url(redis_server: RedisServer) -> str:
     """The URL of the session's redis-server, emptied for this test."""
     redis_server.client.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """The URL of one node of the session's 3-node Redis Cluster, emptied for this test."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinel]:
+    sentinel = RedisSentinel()
+    yield sentinel
+    sentinel.stop()
+
+
+@pytest.fixture
+def redis_sentinel_url(redis_sentinel: RedisSentinel) -> str:
+    """``redis+sentinel://`` naming the session's Sentinel and its master, emptied for this test."""
+    redis_sentinel.master.client.flushall()
+    return redis_sentinel.url

@@ -284,6 +284,8 @@ class RawServer:
     def __init__(self) -> None:
         self.answer = Answer()
         self.requests = 0
+        self.bodies: list[bytes] = []
+        """The body of every request received, in order."""
         self._lock = threading.Lock()
         outer = self
 
@@ -294,9 +296,10 @@ class RawServer:
                 """Quiet."""
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                received = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with outer._lock:
                     outer.requests += 1
+                    outer.bodies.append(received)
                     answer = outer.answer
                 body = gzip.compress(answer.body, 1) if answer.gzip else answer.body
                 try:

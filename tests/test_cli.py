@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,11 +11,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from chaveiro import ClientCredentialsAuth
 from chaveiro._cli import ENV_PREFIXES
 from chaveiro.providers import PROVIDERS
-from chaveiro.testing import FakeTokenServer
+from chaveiro.testing import Failure, FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
+from tests.hostile import Answer, RawServer
 
 
 def chaveiro(*args: str, stdin: str = "", env: dict[str, str] | None = None):
@@ -82,7 +86,12 @@ def test_demo_runs_end_to_end():
     assert result.returncode == 0, result.stderr
     for words in ("token fetched", "reused", "renewed", "replayed"):
         assert words in result.stdout
-    assert result.stdout.count("200 x HTTP 200") == 2  # httpx async and aiohttp tasks
+    libraries = [name for name in ("httpx", "httpx2") if importlib.util.find_spec(name)]
+    assert libraries, "the tests need httpx or httpx2"
+    for name in libraries:
+        assert f"{name}.AsyncClient, 200 concurrent tasks" in result.stdout
+    # the httpx family's async tasks and aiohttp's
+    assert result.stdout.count("200 x HTTP 200") == len(libraries) + 1
     assert "HTTP 200, no secret sent" in result.stdout  # mTLS, tls_client_auth
     assert "HTTP 401: bound to its certificate" in result.stdout
 
@@ -212,6 +221,60 @@ def test_token_generic_oauth_with_options(server: FakeTokenServer, tmp_path: Pat
     assert server.token_request_log[-1].fields["scope"] == "a b"
 
 
+@pytest.mark.parametrize("provider", ["bitize", "scorepositivo"])
+def test_token_scope_for_a_provider_without_scopes_is_a_usage_error(
+    server: FakeTokenServer, tmp_path: Path, provider: str
+):
+    """--scope for a provider that takes none: exit 2 before any request, saying so."""
+    env = token_env(server, tmp_path)
+    prefix = provider.upper()
+    key, secret = (
+        ("CONSUMER_KEY", "SECRET_KEY") if provider == "bitize" else ("CLIENT_ID", "CLIENT_SECRET")
+    )
+    env.update({f"{prefix}_{key}": CLIENT_ID, f"{prefix}_{secret}": CLIENT_SECRET})
+    env[f"{prefix}_TOKEN_URL"] = getattr(server, f"{provider}_token_url")
+    result = chaveiro("token", provider, "--scope", "x", "--no-cache", env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"chaveiro token: {provider} does not take --scope: its token endpoint takes no scope"
+        " (stackspot, cidadao and oauth do).\n"
+    )
+    assert server.token_requests == 0
+    assert chaveiro("token", provider, "--no-cache", env=env).returncode == 0
+
+
+@pytest.mark.parametrize("failure", ["rejected", "unreachable", "forbidden"])
+def test_token_errors_are_printed_once(server: FakeTokenServer, tmp_path: Path, failure: str):
+    """A failed command prints one line on stderr: the error, not also a log record of it."""
+    env = token_env(server, tmp_path)
+    if failure == "rejected":
+        env["CIDADAO_CLIENT_SECRET"] = "wrong-secret-value"
+    elif failure == "unreachable":
+        env["CIDADAO_TOKEN_URL"] = "http://127.0.0.1:9/is/connect/token"
+    else:
+        server.fail(Failure.empty(403))
+    result = chaveiro("token", "cidadao", "--no-cache", env=env)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("chaveiro token: ")
+    assert "not asking again" not in line
+
+
+def test_token_warnings_are_printed_once_as_the_commands_own(
+    server: FakeTokenServer, tmp_path: Path
+):
+    """A warning on the way (here: no expiry in the answer) is one line, and the token prints."""
+    with RawServer() as raw:
+        raw.answer = Answer(body=b'{"access_token": "tok-1", "token_type": "Bearer"}')
+        env = token_env(server, tmp_path)
+        env.update(OAUTH_TOKEN_URL=raw.url, OAUTH_CLIENT_ID=CLIENT_ID, OAUTH_CLIENT_SECRET="s")
+        result = chaveiro("token", "oauth", "--no-cache", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "tok-1\n"
+    [line] = result.stderr.splitlines()
+    assert line.startswith("chaveiro token: warning: the token response does not say when")
+
+
 def test_token_unknown_provider_is_a_usage_error():
     """An unknown provider name is a usage error (exit 2)."""
     assert chaveiro("token", "nope").returncode == 2
@@ -314,3 +377,17 @@ def test_env_prefixes_match_the_provider_classes():
     """The fast path hashes the same variables that from_env() reads."""
     classes = {**PROVIDERS, "oauth": ClientCredentialsAuth}
     assert {name: cls.env_prefix for name, cls in classes.items()} == ENV_PREFIXES
+
+
+def test_a_replaced_certificate_file_is_another_shortcut(tmp_path: Path, monkeypatch):
+    """<PREFIX>_CLIENT_CERT names a file: a new certificate under the same name is new input."""
+    from chaveiro._cli import _shortcut_name, build_parser  # noqa: PLC0415
+
+    cert = tmp_path / "client.p12"
+    cert.write_bytes(b"first certificate")
+    monkeypatch.setenv("OAUTH_CLIENT_CERT", str(cert))
+    args = build_parser().parse_args(["token", "oauth"])
+    first = _shortcut_name(args)
+    assert _shortcut_name(args) == first
+    cert.write_bytes(b"the renewed certificate")
+    assert _shortcut_name(args) != first

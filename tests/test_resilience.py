@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ from chaveiro._manager import (
 from chaveiro._token import Identity, Token
 from chaveiro.testing import Failure, FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, join_renewals
+from tests.hostile import Answer, RawServer
 
 
 def quick(auth: ClientCredentialsAuth) -> ClientCredentialsAuth:
@@ -247,6 +249,8 @@ def test_cooldown_grows_with_failures_and_is_capped():
     assert [policy.cooldown_for(failing, n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
     rejected = CredentialsRejectedError("x", error="invalid_client")
     assert [policy.cooldown_for(rejected, n) for n in range(1, 4)] == [10, 20, 30]
+    forbidden = TokenEndpointError("x", status_code=403)
+    assert [policy.cooldown_for(forbidden, n) for n in range(1, 4)] == [10, 20, 30]
     told = TokenEndpointError("x", status_code=503, retry_after=2.0)
     assert [policy.cooldown_for(told, n) for n in range(1, 6)] == [2, 2, 2, 2, 2]
 
@@ -772,3 +776,75 @@ async def test_a_waiter_that_gives_up_leaves_the_others_waiting():
         assert results == [False]
         flight.finish(token)
     assert results == [False, True, True]
+
+
+def test_a_refused_auth_method_does_not_refuse_another(server: FakeTokenServer, make_auth):
+    """A rejected client_secret_basic leaves client_secret_post free to try (same id and secret).
+
+    The other way of authenticating asks the provider at once and gets its token, while the
+    rejected one stays in its cool-down, without a request.
+    """
+    server.auth_methods_supported = ["client_secret_post"]
+    basic = make_auth()
+    with pytest.raises(CredentialsRejectedError):
+        basic.get_token()
+    post = make_auth(auth_method="client_secret_post")
+    assert post.get_token().access_token in server.issued_tokens
+    with pytest.raises(CredentialsRejectedError):
+        basic.get_token()
+    assert server.token_requests == 2
+    assert post.stats.failed == 0
+
+
+def test_an_empty_403_names_the_credentials_and_cools_down_like_a_rejection(
+    server: FakeTokenServer, make_auth
+):
+    """Glewlwyd's answer to a failed client authentication: 403, empty body.
+
+    The message names the credentials as a likely cause; the request is not retried, and
+    the cool-down is that of rejected credentials (10 s, then 20 s), not an outage's 1 s.
+    """
+    clock = FakeClock()
+    server.fail(Failure.empty(403))
+    auth = make_auth(clock=clock)
+    for expected, pause in enumerate((10.0, 20.0), start=1):
+        with pytest.raises(TokenEndpointError) as caught:
+            auth.get_token()
+        assert server.token_requests == expected  # not retried
+        clock.now += pause - 0.01
+        with pytest.raises(TokenEndpointError):
+            auth.get_token()
+        assert server.token_requests == expected  # still cooling down
+        clock.now += 0.02
+    error = caught.value
+    assert error.status_code == 403
+    assert not isinstance(error, CredentialsRejectedError)  # no OAuth verdict was given
+    assert "client id, the secret" in str(error)
+    assert "auth_method" in str(error)
+    server.clear_failures()
+    assert auth.get_token().access_token in server.issued_tokens
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "rejected"),
+    [
+        (400, {"error": "invalid_client"}, True),  # RFC 6749 §5.2
+        (401, None, True),  # the client failed to authenticate, with or without a body
+        (403, {"error": "invalid_client"}, True),  # a 403 with one of RFC 6749's codes
+        (200, {"error": "invalid_client"}, True),  # a 2xx that carries an error, not a token
+        (400, {"message": "bad"}, False),  # a 400 without an OAuth code
+        (403, None, False),  # Glewlwyd's empty 403: no verdict, but the credentials are named
+        (403, {"error": "access_denied"}, False),  # not a token endpoint error code
+        (404, {"error": "invalid_client"}, False),
+    ],
+)
+def test_what_the_readme_calls_rejected_credentials(status: int, body: object, rejected: bool):
+    """CredentialsRejectedError for exactly the answers the README lists; others fail otherwise."""
+    with RawServer() as raw:
+        payload = b"" if body is None else json.dumps(body).encode()
+        raw.answer = Answer(status, [("Content-Type", "application/json")], payload)
+        auth = ClientCredentialsAuth(raw.url, CLIENT_ID, CLIENT_SECRET, max_attempts=1)
+        with pytest.raises((CredentialsRejectedError, TokenEndpointError)) as caught:
+            auth.get_token()
+    assert isinstance(caught.value, CredentialsRejectedError) is rejected
+    assert raw.requests == 1

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote_plus
+from urllib.parse import parse_qsl, quote_plus
 
 import aiohttp
 import anyio
@@ -15,10 +16,12 @@ import httpx
 import pytest
 import requests
 
-from chaveiro import ChaveiroError, ClientCredentialsAuth
+from chaveiro import ChaveiroError, ClientCredentialsAuth, CredentialsRejectedError
+from chaveiro._dialect import OAUTH2, parse_response
 from chaveiro._errors import excerpt
 from chaveiro.testing import Failure, FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, assert_no_secrets
+from tests.hostile import Answer, RawServer
 
 
 def _texts_of(error: BaseException) -> list[str]:
@@ -176,3 +179,78 @@ def test_tls_reason_codes_are_never_redacted(reason: str):
     assert reason in text
     assert token not in text
     assert "A00000100000100000_0" not in text
+
+
+# ---- redaction is for what is shown, never for what is read -----------------------------------
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx"])
+def test_a_one_character_secret_still_reads_the_token(server: FakeTokenServer, client: str):
+    """A secret of one letter occurs in every token answer ("access_token"): it still parses."""
+    server.add_client("short-secret", "a")
+    auth = ClientCredentialsAuth(server.oauth_token_url, "short-secret", "a")
+    if client == "requests":
+        status = requests.get(server.api_url(), auth=auth, timeout=10).status_code
+    else:
+        with httpx.Client(auth=auth, timeout=10) as http:
+            status = http.get(server.api_url()).status_code
+    assert status == 200
+    assert auth.get_token().access_token == server.issued_tokens[0]
+    assert server.token_requests == 1
+
+
+def test_a_secret_inside_the_access_token_is_kept_in_it():
+    """The token is used exactly as issued, even when the secret occurs inside it."""
+    secret = "k3y-9f"
+    issued = f"opaque.{secret}.{secret}-0123456789abcdef"
+    with RawServer() as raw:
+        raw.answer = Answer(body=json.dumps({"access_token": issued, "expires_in": 60}).encode())
+        auth = ClientCredentialsAuth(raw.url, CLIENT_ID, secret)
+        assert auth.get_token().access_token == issued
+
+
+def test_a_refresh_token_sent_back_unchanged_stays_usable():
+    """A server that answers a refresh with the same refresh token: the next refresh sends it."""
+    refresh = "refresh-token-kept-0123456789"
+    body = {"access_token": "at-1", "refresh_token": refresh, "expires_in": 60}
+    clock = FakeClock()
+    with RawServer() as raw:
+        raw.answer = Answer(body=json.dumps(body).encode())
+        auth = ClientCredentialsAuth(
+            raw.url, CLIENT_ID, CLIENT_SECRET, use_refresh_token=True, clock=clock
+        )
+        for _ in range(3):
+            auth.get_token()  # expired each time: fetched in this thread
+            clock.now += 61
+        sent = [dict(parse_qsl(b.decode())) for b in raw.bodies]
+    assert [fields["grant_type"] for fields in sent] == [
+        "client_credentials",
+        "refresh_token",
+        "refresh_token",
+    ]
+    assert [fields.get("refresh_token") for fields in sent[1:]] == [refresh, refresh]
+
+
+def test_an_echoed_short_secret_is_still_hidden_in_the_error():
+    """A rejection that echoes a short secret: the message hides it, the code is intact."""
+    secret = "pw-7"
+    answer = {"error": "invalid_client", "error_description": f"client secret {secret} is wrong"}
+    with RawServer() as raw:
+        raw.answer = Answer(status=401, body=json.dumps(answer).encode())
+        auth = ClientCredentialsAuth(raw.url, CLIENT_ID, secret)
+        with pytest.raises(CredentialsRejectedError) as caught:
+            auth.get_token()
+    assert caught.value.error == "invalid_client"
+    assert_no_secrets([*_texts_of(caught.value), caught.value.error_description], [secret])
+
+
+def test_a_warning_about_a_field_hides_the_secret(caplog: pytest.LogCaptureFixture):
+    """The log record about an unreadable field that echoes the secret does not show it."""
+    caplog.set_level(logging.WARNING, logger="chaveiro")
+    body = json.dumps({"access_token": "t-1", "expires_in": "hunter2"}).encode()
+    token = parse_response(
+        OAUTH2, "https://idp.example/token", 200, {}, body, 1e9, secrets=["hunter2"]
+    )
+    assert token.access_token == "t-1"
+    assert "expires_in" in caplog.text
+    assert_no_secrets([caplog.text], ["hunter2"])

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import logging
 import math
+import pickle
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chaveiro import ClientCredentialsAuth
 from chaveiro._token import (
     DEFAULT_LIFETIME,
     MAX_LIFETIME,
@@ -170,6 +175,55 @@ def test_identity_key_depends_on_the_client_certificate():
     digest = hashlib.sha256(b"chaveiro-secret\0").hexdigest()
     canonical = json.dumps(["https://idp/token", "id", "", [], digest])
     assert plain.key == hashlib.sha256(canonical.encode()).hexdigest()[:40]
+
+
+def _auth_of(**options: object) -> Identity:
+    auth = ClientCredentialsAuth("https://idp.example/token", "id", **options)  # type: ignore[arg-type]
+    return auth._manager.identity
+
+
+def test_identity_depends_on_how_the_client_authenticates():
+    """The auth method, the signing algorithm and the key id are part of the identity."""
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    secret = "s3cret-0123456789-0123456789-0123456789"
+    identities = [
+        _auth_of(client_secret=secret),
+        _auth_of(client_secret=secret, auth_method="client_secret_post"),
+        _auth_of(client_secret=secret, auth_method="client_secret_jwt"),
+        _auth_of(client_secret=secret, auth_method="client_secret_jwt", signing_alg="HS512"),
+        _auth_of(client_secret=secret, auth_method="client_secret_jwt", key_id="k1"),
+        _auth_of(private_key=pem, auth_method="private_key_jwt"),
+        _auth_of(private_key=pem, auth_method="private_key_jwt", signing_alg="PS256"),
+        _auth_of(private_key=pem, auth_method="private_key_jwt", key_id="k1"),
+        _auth_of(private_key=pem, auth_method="private_key_jwt", key_id="k2"),
+    ]
+    assert len({identity.key for identity in identities}) == len(identities)
+    # the algorithm a method signs with by default is the same identity as naming it
+    default = _auth_of(private_key=pem, auth_method="private_key_jwt", signing_alg="RS256")
+    assert default == identities[5]
+    hs256 = _auth_of(client_secret=secret, auth_method="client_secret_jwt", signing_alg="HS256")
+    assert hs256 == identities[2]
+    # a key id means nothing without a JWT: it does not split a basic client's identity
+    assert _auth_of(client_secret=secret, key_id="k1") == identities[0]
+
+
+def test_identity_survives_pickling_and_copying():
+    """A copy has the same identity, its key included, whatever the auth method."""
+    auth = ClientCredentialsAuth(
+        "https://idp.example/token",
+        "id",
+        "s3cret-0123456789-0123456789-0123456789",
+        auth_method="client_secret_jwt",
+        signing_alg="HS384",
+        key_id="k1",
+    )
+    identity = auth._manager.identity
+    for copied in (pickle.loads(pickle.dumps(auth)), copy.deepcopy(auth)):
+        assert copied._manager.identity == identity
+        assert copied._manager.identity.key == identity.key
+    assert pickle.loads(pickle.dumps(identity)).key == identity.key
 
 
 def test_normalize_scope():

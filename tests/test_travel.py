@@ -113,16 +113,37 @@ def test_redis_cache_from_a_url_in_another_process(redis_url: str):
     cache.close()
 
 
-def test_redis_cache_around_a_client_object_cannot_be_pickled():
-    """It says to build the cache from a URL; in the same process a copy is the cache itself."""
+@pytest.mark.parametrize("with_async_client", [False, True], ids=["client", "and async_client"])
+def test_redis_cache_around_a_client_travels_as_its_url(redis_url: str, with_async_client: bool):
+    """A RedisCache made around a client arrives as the client's URL and reads the same keys."""
     redis = pytest.importorskip("redis")
-    client = redis.Redis(host="127.0.0.1", port=1)
-    for cache in (
-        RedisCache(client=client),
-        RedisCache("redis://127.0.0.1:1/0", async_client=redis.asyncio.Redis(port=1)),
+    client = redis.Redis.from_url(redis_url)
+    async_client = redis.asyncio.Redis.from_url(redis_url) if with_async_client else None
+    cache = RedisCache(client=client, async_client=async_client, prefix="travel:", lock_lease=2)
+    cache.set("some-key", a_token())
+    data = pickle.dumps(cache)
+    assert redis_url.encode() in data
+    assert TOKEN.encode() not in data
+    printed = in_another_process(
+        "cache, = objects\n"
+        "print(cache.prefix, cache.lock_lease, cache.get('some-key').access_token)\n",
+        data,
+    )
+    assert printed == f"travel: 2.0 {TOKEN}"
+    assert pickle.loads(data) is cache
+    client.close()
+
+
+def test_redis_cache_around_a_client_no_url_describes_cannot_be_pickled():
+    """A client with a credential provider: the TypeError says to build the cache from a URL."""
+    redis = pytest.importorskip("redis")
+    provider = redis.credentials.UsernamePasswordCredentialProvider("user", "redis-password")
+    client = redis.Redis(host="127.0.0.1", port=1, credential_provider=provider)
+    cache = RedisCache(client=client)
+    with pytest.raises(
+        TypeError, match=r"Build the cache from a URL instead, RedisCache\('redis://"
     ):
-        with pytest.raises(TypeError, match=r"Build it from a URL instead, RedisCache\('redis://"):
-            pickle.dumps(cache)
-        assert copy.deepcopy(cache) is cache
-        assert copy.copy(cache) is cache
+        pickle.dumps(cache)
+    assert copy.deepcopy(cache) is cache
+    assert copy.copy(cache) is cache
     client.close()

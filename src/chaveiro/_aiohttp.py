@@ -25,11 +25,15 @@ chaveiro`` never loads it.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from urllib.request import proxy_bypass
 
-from chaveiro._errors import ConfigurationError, TokenError
-from chaveiro._steps import RawResponse, Send, run_async
+from chaveiro._errors import ConfigurationError
+from chaveiro._steps import RawResponse, Send, obtain_async
 from chaveiro._token import Token
 from chaveiro._transport import AuthCore, CappedBody, unreachable
 
@@ -77,7 +81,7 @@ class AiohttpMiddleware(AuthCore):
         if (origin is None or origin == request.url.origin()) and (
             self._hosts is None or self._applies(request.url.host)
         ):
-            token = self._manager.fresh_token() or await self._aobtain(request.session, None)
+            token = self._manager.fresh_token() or await self._aobtain(request, None)
             request.headers["Authorization"] = token.authorization
             response = await handler(request)
             if self.replay_on_401 and response.status in self._renew_on:
@@ -105,7 +109,7 @@ class AiohttpMiddleware(AuthCore):
         if not _replayable(request):
             return refused
         await refused.read()  # still readable by the caller; its connection goes back to the pool
-        renewed = await self._aobtain(request.session, token.access_token)
+        renewed = await self._aobtain(request, token.access_token)
         if renewed.access_token == token.access_token:
             return refused
         refused.release()
@@ -115,24 +119,16 @@ class AiohttpMiddleware(AuthCore):
 
     # ---- the token request ----------------------------------------------------------------
 
-    async def _aobtain(self, session: ClientSession, stale: str | None) -> Token:
-        """Run the token flow, sending token requests through ``session``."""
-        driver = run_async(self._manager.flow(stale), self._cache)
-        try:
-            item = await driver.asend(None)
-            while isinstance(item, Send):
-                try:
-                    raw = await self._send_aiohttp(session, item)
-                except TokenError as exc:
-                    item = await driver.athrow(exc)
-                else:
-                    item = await driver.asend(raw)
-        finally:
-            await driver.aclose()
-        assert isinstance(item, Token)
-        return item
+    async def _aobtain(self, request: ClientRequest, stale: str | None) -> Token:
+        """Run the token flow, sending token requests through ``request``'s session."""
+        flow = self._manager.flow(stale)
+        proxy = _proxy_of(request, self._settings.token_url)
+        send = partial(self._send_aiohttp, request.session, proxy)
+        return await obtain_async(flow, self._cache, send)
 
-    async def _send_aiohttp(self, session: ClientSession, send: Send) -> RawResponse:
+    async def _send_aiohttp(
+        self, session: ClientSession, proxy: Mapping[str, Any], send: Send
+    ) -> RawResponse:
         import asyncio  # noqa: PLC0415 - already loaded: aiohttp runs on asyncio
 
         import aiohttp  # noqa: PLC0415 - loaded when a token request is sent, not at import
@@ -156,6 +152,7 @@ class AiohttpMiddleware(AuthCore):
                 middlewares=(),  # not through us (nor the user's middlewares) again
                 raise_for_status=False,  # an error answer is ours to read
                 timeout=self._client_timeout(session.timeout, send.timeout),
+                **proxy,
             ) as response:
                 body = CappedBody(url, response.headers)
                 async for chunk in response.content.iter_any():
@@ -180,6 +177,26 @@ class AiohttpMiddleware(AuthCore):
             sock_connect=cut(theirs.sock_connect, connect),
             sock_read=cut(theirs.sock_read, read),
         )
+
+
+def _proxy_of(request: ClientRequest, token_url: str) -> dict[str, Any]:
+    """The proxy of the API ``request``, for the token request it needs.
+
+    The token request goes where the API request goes: through the proxy that
+    aiohttp chose for it (a per-request ``proxy=``, the session's, or the
+    environment's with ``trust_env=True``), unless the environment's
+    ``NO_PROXY`` names the token endpoint's host. Without a proxy on the API
+    request, the session decides for the token URL as it would for any URL.
+    """
+    if request.proxy is None:
+        return {}
+    if request.session.trust_env and proxy_bypass(urlsplit(token_url).hostname or ""):
+        return {}
+    return {
+        "proxy": request.proxy,
+        "proxy_auth": request.proxy_auth,
+        "proxy_headers": request.proxy_headers,
+    }
 
 
 def _replayable(request: ClientRequest) -> bool:

@@ -31,14 +31,17 @@ from chaveiro._config import (
     read_env,
 )
 from chaveiro._dialect import CERTIFICATE_METHODS, OAUTH2, ClientSettings, Dialect
-from chaveiro._discovery import choose_auth_method, discovered
+from chaveiro._discovery import CertificateKind, choose_auth_method, discovered
 from chaveiro._errors import ConfigurationError, MissingSettingError
 from chaveiro._httpx import HttpxAuth
 from chaveiro._manager import Policy, Stats, TokenManager
 from chaveiro._requests import RequestsAuth, _OwnSession, discover
+from chaveiro._steps import obtain_async
 from chaveiro._token import DEFAULT_LEEWAY, Clock, Identity, Token, normalize_scope
 
 if TYPE_CHECKING:
+    import httpx
+    import httpx2
     from typing_extensions import Self
 
 __all__ = ["AuthOptions", "ClientCredentialsAuth"]
@@ -134,6 +137,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             self._settings.scope,
             extra,
             thumbprint=None if tls is None else tls.thumbprint,
+            client_auth=self._settings.client_auth,
         )
         self._cache = cache if cache is not None else default_cache()
         self.replay_on_401 = replay_on_401
@@ -239,13 +243,13 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         ("client_id", "CLIENT_ID", True),
         ("client_secret", "CLIENT_SECRET", "client_cert"),
         ("scope", "SCOPE", False),
-        ("client_cert", "CLIENT_CERT", False),
-        ("client_cert_password", "CLIENT_CERT_PASSWORD", False),
     )
     """``(argument, variable suffix, required)`` read by :meth:`from_env`.
 
     ``required`` may also name another argument: the variable is then required
     unless that argument is given (as a keyword or through its own variable).
+    Every class also reads ``CLIENT_CERT`` and ``CLIENT_CERT_PASSWORD``
+    (:data:`~chaveiro._config.COMMON_ENV_FIELDS`).
     """
 
     @classmethod
@@ -273,6 +277,8 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         *,
         private_key: str | bytes | None = None,
         auth_method: str | None = None,
+        client_cert: ClientCert | ClientTLS | None = None,
+        client_cert_password: str | bytes | None = None,
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         allow_insecure_http: bool = False,
@@ -280,13 +286,18 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
     ) -> Self:
         """Build from the issuer's OpenID Connect discovery document.
 
-        ``GET <issuer>/.well-known/openid-configuration`` (HTTPS, through
-        ``session`` if given) gives the token endpoint and the client
-        authentication methods it accepts: ``private_key_jwt`` when
-        ``private_key`` is given, else the first of ``client_secret_basic``,
-        ``client_secret_post`` and ``client_secret_jwt`` that it lists
-        (``auth_method=`` overrides the choice). Each issuer is discovered once
-        per process. Other keyword arguments are those of the constructor.
+        ``GET <issuer>/.well-known/openid-configuration`` gives the token endpoint
+        and the client authentication methods it accepts: ``private_key_jwt`` when
+        ``private_key`` is given; with a client certificate and no secret,
+        ``tls_client_auth`` (or ``self_signed_tls_client_auth``); else the first of
+        ``client_secret_basic``, ``client_secret_post`` and ``client_secret_jwt``
+        that it lists (``auth_method=`` overrides the choice). With a client
+        certificate, the issuer's mTLS alias of the token endpoint (RFC 8705 §5)
+        is used when it names one. The document is fetched the way the token
+        requests will be sent: through ``session`` (with its ``verify``) if given,
+        else presenting ``client_cert`` and trusting its CAs. Each issuer is
+        discovered once per process. Other keyword arguments are those of the
+        constructor.
         """
         if not str(issuer or "").strip():  # None from os.environ.get, say
             raise MissingSettingError(
@@ -295,17 +306,26 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             )
         base = check_url(issuer, allow_insecure_http=allow_insecure_http, what="issuer")
         base = base.rstrip("/")
-        metadata = discovered.get(base, lambda: discover(base, session, timeout))
+        tls = _load_client_cert(client_cert, client_cert_password, auth_method or "")
+        metadata = discovered.get(base, lambda: discover(base, session, timeout, tls))
         token_url = check_url(
-            metadata.token_endpoint, allow_insecure_http=allow_insecure_http, what="token_endpoint"
+            metadata.token_endpoint_for(mtls=tls is not None),
+            allow_insecure_http=allow_insecure_http,
+            what="token_endpoint",
         )
-        method = auth_method or choose_auth_method(metadata, private_key=private_key is not None)
+        certificate: CertificateKind | None = None
+        if tls is not None and not client_secret and private_key is None:  # only a certificate
+            certificate = "self-signed" if tls.self_signed else "issued"
+        method = auth_method or choose_auth_method(
+            metadata, private_key=private_key is not None, certificate=certificate
+        )
         return cls(
             token_url=token_url,
             client_id=client_id,
             client_secret=client_secret,
             auth_method=method,
             private_key=private_key,
+            client_cert=tls,
             session=session,
             timeout=timeout,
             allow_insecure_http=allow_insecure_http,
@@ -321,6 +341,26 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         renewed in the background.
         """
         return self._manager.fresh_token() or self._obtain_sync(None, background=True)
+
+    async def aget_token(
+        self, *, client: httpx.AsyncClient | httpx2.AsyncClient | None = None
+    ) -> Token:
+        """The current token, fetched or renewed if needed (asyncio or trio).
+
+        With ``client``, an ``AsyncClient`` of httpx or httpx2, the token request
+        is sent through it: its TLS settings, proxies and transport apply.
+        Without, it goes exactly where :meth:`get_token`'s goes: through
+        ``session=``, or chaveiro's own requests session (which honours the
+        environment's proxies and CA bundle), in a worker thread, so the event
+        loop never waits on it.
+        """
+        token = self._manager.fresh_token()
+        if token is not None:
+            return token
+        if client is not None:
+            return await self._aget_token_through(client)
+        flow = self._manager.flow(None)
+        return await obtain_async(flow, self._cache, self._send_in_thread)
 
 
 class _ResponseHook:

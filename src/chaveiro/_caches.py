@@ -26,14 +26,14 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 import anyio.to_thread
 
 from chaveiro import _travel
-from chaveiro._errors import ConfigurationError, excerpt
+from chaveiro._errors import ChaveiroError, ConfigurationError, excerpt
 from chaveiro._lru import Lru
 from chaveiro._token import Token
 
@@ -42,8 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
+    "LOCK_POLL",
     "MemoryCache",
     "TokenCache",
+    "cache_advice",
     "cache_trouble",
     "check_max_entries",
     "default_cache",
@@ -58,7 +60,8 @@ WARN_INTERVAL = 60.0
 """A failing shared cache is reported at most once per this many seconds."""
 
 _MAX_FILE_BYTES = 256 * 1024
-_LOCK_POLL = 0.05
+LOCK_POLL = 0.05
+"""Seconds between two attempts at a busy lock of a shared cache."""
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
@@ -217,6 +220,7 @@ class _Trouble:
     warned_at: float = -WARN_INTERVAL
     unreported: int = 0
     paused_until: float = 0.0
+    advised: set[str] = field(default_factory=set)
 
 
 _troubles: dict[str, _Trouble] = {}
@@ -228,6 +232,8 @@ def cache_trouble(where: str, action: str, exc: BaseException, *, pause: float =
 
     ``pause`` > 0 also leaves the backend alone for that many seconds (see
     :func:`paused`), so that a store that is down costs one timeout, not one per call.
+    A store's own error is excerpted; a :class:`ChaveiroError` (a message of ours that
+    says what to do) is shown whole.
     """
     now = time.monotonic()
     with _troubles_lock:
@@ -243,11 +249,25 @@ def cache_trouble(where: str, action: str, exc: BaseException, *, pause: float =
         where,
         action,
         type(exc).__name__,
-        excerpt(str(exc), 160),
+        str(exc) if isinstance(exc, ChaveiroError) else excerpt(str(exc), 160),
         f"; not asking it again for {pause:.0f} s" if pause > 0 else "",
         f" ({unreported} more failures since the last warning)" if unreported else "",
         extra={"chaveiro_event": "cache_failed"},
     )
+
+
+def cache_advice(where: str, topic: str, advice: str) -> None:
+    """Warn once per process that the cache ``where`` works, but not as well as it could.
+
+    For a setting to change rather than a failure: ``advice`` says what to do;
+    ``topic`` names it, so that each piece of advice is given once.
+    """
+    with _troubles_lock:
+        advised = _troubles.setdefault(where, _Trouble()).advised
+        if topic in advised:
+            return
+        advised.add(topic)
+    logger.warning("token cache %s: %s", where, advice, extra={"chaveiro_event": "cache_advice"})
 
 
 def paused(where: str) -> bool:
@@ -285,7 +305,7 @@ async def polled_lock(
         if time.monotonic() >= deadline:
             logger.info("gave up waiting %.1f s for %s", timeout, what)
             break
-        await anyio.sleep(_LOCK_POLL)
+        await anyio.sleep(LOCK_POLL)
     try:
         yield bool(outcome)
     finally:

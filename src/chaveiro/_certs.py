@@ -227,6 +227,8 @@ class ClientTLS:
     """When the certificate expires (UTC)."""
     verify: Literal[True] | str
     """How the server is verified: ``True`` (the certifi bundle) or a CA file or directory."""
+    self_signed: bool
+    """Issued by itself (its subject is its issuer): for ``self_signed_tls_client_auth``."""
     _source: ClientCert = field(repr=False)
     _password: bytes | None = field(repr=False)
     _loaded: _Loaded = field(repr=False)
@@ -369,6 +371,7 @@ def client_tls(
         subject=loaded.leaf.subject.rfc4514_string(),
         not_after=loaded.leaf.not_valid_after_utc,
         verify=checked_verify,
+        self_signed=loaded.leaf.issuer == loaded.leaf.subject,
         _source=source,
         _password=password,
         _loaded=loaded,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -76,9 +77,21 @@ def _inspect(args: argparse.Namespace) -> int:
 # the same cache entry, with the same freshness rule (Token.is_fresh).
 
 
+def _file_state(path: str) -> list[int]:
+    """What changes when a file is replaced: a new certificate under the same name."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return []
+    return [found.st_mtime_ns, found.st_size, found.st_ino]
+
+
 def _shortcut_name(args: argparse.Namespace) -> str:
     prefix = ENV_PREFIXES[args.provider] + "_"
-    given = sorted((k, v) for k, v in os.environ.items() if k.startswith(prefix))
+    given: list[object] = [*sorted((k, v) for k, v in os.environ.items() if k.startswith(prefix))]
+    certificate = os.environ.get(prefix + "CLIENT_CERT", "").strip()
+    if certificate:  # its thumbprint is part of the identity: a new file, another token
+        given.append(_file_state(certificate))
     options = [args.token_url, args.scope, args.allow_insecure_http]
     canonical = json.dumps([_SHORTCUT_FORMAT, args.provider, given, options])
     digest = hashlib.sha256(b"chaveiro-cli\0" + canonical.encode("utf-8", "surrogatepass"))
@@ -127,6 +140,31 @@ def _print_token(args: argparse.Namespace, token: Token) -> None:
         print(token.access_token)
 
 
+class _Warnings(logging.Handler):
+    """chaveiro's warnings on stderr, once each, as the command's own lines.
+
+    A failed token request is not among them: the command reports that error itself.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "chaveiro_event", None) == "failed":
+            return
+        try:
+            print(f"chaveiro token: warning: {record.getMessage()}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - a log line must never end the command
+            self.handleError(record)
+
+
+def _takes_scope(provider: type) -> bool:
+    """Whether the adapter has a ``scope`` argument (Bitize and Score Positivo have none)."""
+    import inspect  # noqa: PLC0415
+
+    return "scope" in inspect.signature(provider).parameters
+
+
 def _token(args: argparse.Namespace) -> int:
     if not args.no_cache:
         cached = _cached_token(args)
@@ -135,13 +173,33 @@ def _token(args: argparse.Namespace) -> int:
             return 0
 
     from chaveiro._auth import ClientCredentialsAuth  # noqa: PLC0415
+    from chaveiro.providers import PROVIDERS  # noqa: PLC0415
+
+    provider = PROVIDERS.get(args.provider, ClientCredentialsAuth)
+    if args.scope is not None and not _takes_scope(provider):
+        print(
+            f"chaveiro token: {args.provider} does not take --scope: its token endpoint"
+            " takes no scope (stackspot, cidadao and oauth do).",
+            file=sys.stderr,
+        )
+        return 2
+    chaveiro_logger = logging.getLogger("chaveiro")
+    handler, propagate = _Warnings(), chaveiro_logger.propagate
+    chaveiro_logger.addHandler(handler)
+    chaveiro_logger.propagate = False  # or Python's last-resort handler prints them again
+    try:
+        return _fetch_and_print(args, provider)
+    finally:
+        chaveiro_logger.removeHandler(handler)
+        chaveiro_logger.propagate = propagate
+
+
+def _fetch_and_print(args: argparse.Namespace, provider: type[ClientCredentialsAuth]) -> int:
     from chaveiro._caches import MemoryCache  # noqa: PLC0415
     from chaveiro._errors import ChaveiroError, ConfigurationError  # noqa: PLC0415
     from chaveiro._file_cache import FileCache  # noqa: PLC0415
     from chaveiro._flight import wait_for_renewals  # noqa: PLC0415
-    from chaveiro.providers import PROVIDERS  # noqa: PLC0415
 
-    provider = PROVIDERS.get(args.provider, ClientCredentialsAuth)
     cache = MemoryCache() if args.no_cache else FileCache(args.cache_dir)
     options: dict[str, Any] = {"cache": cache}
     for name in ("token_url", "scope"):
@@ -155,9 +213,6 @@ def _token(args: argparse.Namespace) -> int:
         token = auth.get_token()
     except ConfigurationError as exc:
         print(f"chaveiro token: {exc}", file=sys.stderr)
-        return 2
-    except TypeError:
-        print(f"chaveiro token: {args.provider} does not take --scope.", file=sys.stderr)
         return 2
     except ChaveiroError as exc:
         print(f"chaveiro token: {exc}", file=sys.stderr)
@@ -214,7 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="stackspot, cidadao, bitize, scorepositivo or oauth (any RFC 6749 server)",
     )
     token.add_argument("--token-url", help="token endpoint URL (overrides <PREFIX>_TOKEN_URL)")
-    token.add_argument("--scope", help="scope(s), space-separated (overrides <PREFIX>_SCOPE)")
+    token.add_argument(
+        "--scope",
+        help="scope(s), space-separated (overrides <PREFIX>_SCOPE; stackspot, cidadao, oauth)",
+    )
     output = token.add_mutually_exclusive_group()
     output.add_argument(
         "--json", action="store_true", help="print token_type, expires_at, expires_in, scope"

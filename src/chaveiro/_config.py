@@ -23,10 +23,12 @@ if TYPE_CHECKING:
     from chaveiro._certs import ClientCert, ClientTLS
 
 __all__ = [
+    "COMMON_ENV_FIELDS",
     "DEFAULT_TIMEOUT",
     "AuthOptions",
     "EnvField",
     "HostMatcher",
+    "check_options",
     "check_renew_on",
     "check_timeout",
     "check_url",
@@ -47,6 +49,12 @@ HostMatcher = tuple[frozenset[str], tuple[str, ...]]
 EnvField = tuple[str, str, "bool | str"]
 """``(argument, variable suffix, required)``; ``required`` may name another argument."""
 
+COMMON_ENV_FIELDS: tuple[EnvField, ...] = (
+    ("client_cert", "CLIENT_CERT", False),
+    ("client_cert_password", "CLIENT_CERT_PASSWORD", False),
+)
+"""Read by the ``from_env()`` of every class, on top of its own ``env_fields``."""
+
 
 class AuthOptions(TypedDict, total=False):
     """The keyword arguments of :class:`ClientCredentialsAuth` that every provider adapter takes."""
@@ -65,6 +73,21 @@ class AuthOptions(TypedDict, total=False):
     wait_timeout: float | None
     allow_insecure_http: bool
     clock: Clock
+
+
+def check_options(owner: str, options: Mapping[str, object]) -> None:
+    """Refuse what an adapter's ``**options`` would otherwise pass on unchecked.
+
+    ``BitizeAuth(..., scope="x")`` type-checks as an error, but at run time the
+    scope would reach the token request and the provider would refuse it there.
+    """
+    allowed = AuthOptions.__required_keys__ | AuthOptions.__optional_keys__
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(
+            f"{owner}() got an unexpected keyword argument {unknown[0]!r}; besides its own"
+            f" arguments it takes {', '.join(sorted(allowed))}."
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -193,10 +216,13 @@ def read_env(
 ) -> dict[str, object]:
     """``kwargs`` completed from ``<prefix>_<suffix>`` variables; arguments win over them.
 
-    A missing required variable raises :class:`MissingSettingError` naming it.
+    ``fields`` are the class's own; :data:`COMMON_ENV_FIELDS` are read too. A
+    missing required variable raises :class:`MissingSettingError` naming it.
     """
     env = os.environ if environ is None else environ
     fields = tuple(fields)
+    own = {argument for argument, _, _ in fields}
+    fields += tuple(field for field in COMMON_ENV_FIELDS if field[0] not in own)
     variables = {argument: f"{prefix}_{suffix}" for argument, suffix, _ in fields}
     for argument, name in variables.items():
         value = env.get(name, "").strip()

@@ -7,8 +7,8 @@ import importlib.util
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
-import httpx
 import requests
 
 from chaveiro._auth import ClientCredentialsAuth
@@ -20,6 +20,15 @@ __all__ = ["run"]
 
 _DEMO_ID = "demo-client"
 _DEMO_SECRET = "demo-secret-not-real"
+
+
+def _httpx_family() -> list[ModuleType]:
+    """httpx and httpx2, those installed: the same auth object works with each."""
+    names = [name for name in ("httpx", "httpx2") if importlib.util.find_spec(name) is not None]
+    found = [importlib.import_module(name) for name in names]
+    if not found:
+        print("  (neither httpx nor httpx2 is installed: pip install 'chaveiro[httpx2]')")
+    return found
 
 
 def _row(step: str, what: str, server: FakeTokenServer) -> None:
@@ -49,15 +58,42 @@ def _providers(server: FakeTokenServer) -> None:
         session = requests.Session()
         session.auth = auth
         codes = [session.get(api).status_code for _ in range(10)]
-        server.revoke_all()
-        with httpx.Client(auth=auth) as client:
-            codes += [client.get(api).status_code for _ in range(10)]
+        for library in _httpx_family():
+            server.revoke_all()
+            with library.Client(auth=auth) as client:
+                codes += [client.get(api).status_code for _ in range(10)]
         ok = "all 200" if set(codes) == {200} else f"{codes.count(200)} x 200"
         print(
             f"  {name:<16}{len(codes):>6}{auth.stats.replayed:>13}"
             f"{server.token_requests - before:>16}   {ok}"
         )
     print("  (StackSpot first tries its refresh token, which the revocation also killed)")
+
+
+def _httpx(
+    server: FakeTokenServer,
+    auth: ClientCredentialsAuth,
+    api: str,
+    library: ModuleType,
+    lifetime: float,
+) -> None:
+    name = library.__name__
+    print(f"\n{name}.Client (same auth object)")
+    with library.Client(auth=auth) as client:
+        _row("first call", f"HTTP {client.get(api).status_code}, token shared", server)
+        time.sleep(max(0.0, lifetime - 1.0) + 0.1)
+        _row("near expiry", f"HTTP {client.get(api).status_code}, renewed early", server)
+
+    print(f"\n{name}.AsyncClient, 200 concurrent tasks")
+    server.revoke_all()
+
+    async def burst() -> list[int]:
+        async with library.AsyncClient(auth=auth) as client:
+            responses = await asyncio.gather(*(client.get(api) for _ in range(200)))
+        return [r.status_code for r in responses]
+
+    codes = asyncio.run(burst())
+    _row("200 tasks, revoked token", f"{codes.count(200)} x HTTP 200", server)
 
 
 def _aiohttp(server: FakeTokenServer, auth: ClientCredentialsAuth, api: str) -> None:
@@ -98,12 +134,15 @@ def _mtls() -> None:
             bank.oauth_token_url, "pix-company-a", auth_method="tls_client_auth", client_cert=tls[0]
         )
         api = bank.api_url("/api/cob")
-        with httpx.Client(auth=auth, verify=tls[0].ssl_context) as client:
-            status = client.get(api).status_code
+        with requests.Session() as session:
+            session.auth, session.cert = auth, tls[0].requests_cert
+            status = session.get(api, verify=bank.ca_file).status_code
         print(f"  {'tls_client_auth with a .p12':<34} HTTP {status}, no secret sent")
-        with httpx.Client(verify=tls[1].ssl_context) as other:
+        with requests.Session() as other:
+            other.cert = tls[1].requests_cert
             token = auth.get_token().authorization
-            stolen = other.get(api, headers={"Authorization": token}).status_code
+            headers = {"Authorization": token}
+            stolen = other.get(api, headers=headers, verify=bank.ca_file).status_code
         print(f"  {'the same token, another cert':<34} HTTP {stolen}: bound to its certificate")
         for item in tls:
             item.close()
@@ -136,25 +175,11 @@ def run(*, lifetime: float = 3.0) -> int:
             server,
         )
 
-        print("\nhttpx.Client (same auth object)")
-        with httpx.Client(auth=auth) as client:
-            _row("first call", f"HTTP {client.get(api).status_code}, token shared", server)
-            time.sleep(max(0.0, lifetime - 1.0) + 0.1)
-            _row("near expiry", f"HTTP {client.get(api).status_code}, renewed early", server)
-
-        print("\nhttpx.AsyncClient, 200 concurrent tasks")
-        server.revoke_all()
-
-        async def burst() -> list[int]:
-            async with httpx.AsyncClient(auth=auth) as client:
-                responses = await asyncio.gather(*(client.get(api) for _ in range(200)))
-            return [r.status_code for r in responses]
-
-        codes = asyncio.run(burst())
-        _row("200 tasks, revoked token", f"{codes.count(200)} x HTTP 200", server)
+        for library in _httpx_family():
+            _httpx(server, auth, api, library, lifetime)
         print("\naiohttp.ClientSession(middlewares=(auth,)), 200 concurrent tasks")
         _aiohttp(server, auth, api)
-        print("\nevery provider adapter, requests then httpx (same auth object)")
+        print("\nevery provider adapter, requests then httpx and httpx2 (same auth object)")
         _providers(server)
         stats = auth.stats
         print(

@@ -15,7 +15,7 @@ import email.utils
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote_plus, urlencode
 
@@ -24,6 +24,7 @@ from chaveiro._errors import (
     InvalidTokenResponseError,
     TokenEndpointError,
     excerpt,
+    hiding,
 )
 from chaveiro._settings import (
     AUTH_METHODS,
@@ -118,12 +119,11 @@ def _assertion(settings: ClientSettings, now: float) -> str:
     options: dict[str, object] = {"issued_at": int(now), "expires_in": _ASSERTION_LIFETIME}
     if settings.key_id:
         options["header"] = {"kid": settings.key_id}
+    options["alg"] = settings.alg
     if settings.auth_method == "client_secret_jwt":
         sign = client_secret_jwt_sign
-        options["alg"] = settings.signing_alg or "HS256"
     else:
         sign = private_key_jwt_sign
-        options["alg"] = settings.signing_alg or "RS256"
     result = sign(key, settings.client_id, settings.token_url, **options)
     return result.decode() if isinstance(result, bytes) else str(result)
 
@@ -253,6 +253,13 @@ def _failure(
             "The URL or the method looks wrong: check token_url (some servers insist on a"
             " trailing slash) and that the endpoint takes a POST."
         )
+    elif status == 403:
+        advice = (
+            "It forbids this client. Servers such as Glewlwyd answer so, with no explanation,"
+            " when the client authentication fails: check the client id, the secret (or key)"
+            " and auth_method. If they are right, an allow-list or firewall in front of the"
+            " endpoint may refuse this machine."
+        )
     elif status == 429:
         advice = "It is rate limiting this client: chaveiro waits before asking again."
     elif status >= 500:
@@ -276,8 +283,27 @@ def parse_response(
     headers: Mapping[str, str],
     body: bytes,
     now: float,
+    *,
+    secrets: Iterable[str] = (),
 ) -> Token:
-    """A token from a token endpoint's answer, or the typed error it amounts to."""
+    """A token from a token endpoint's answer, or the typed error it amounts to.
+
+    ``secrets`` are what the request carried (the client secret, a refresh token).
+    The answer is parsed as it came; should the provider echo one of them, it is cut
+    out of what the error message and the log records show, never out of what is read.
+    """
+    with hiding(secrets):
+        return _parse(dialect, url, status, headers, body, now)
+
+
+def _parse(
+    dialect: Dialect,
+    url: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+) -> Token:
     payload = _decode(headers, body)
     if not 200 <= status < 300:
         code = payload.get("error") if payload is not None else None

@@ -12,11 +12,14 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from chaveiro._errors import DiscoveryError, excerpt
 
 __all__ = [
+    "CERTIFICATE_AUTH_METHODS",
     "PREFERRED_AUTH_METHODS",
+    "CertificateKind",
     "ProviderMetadata",
     "choose_auth_method",
     "discovered",
@@ -26,6 +29,8 @@ __all__ = [
 
 PREFERRED_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt")
 """Client authentication with a secret, best first."""
+CERTIFICATE_AUTH_METHODS = ("tls_client_auth", "self_signed_tls_client_auth")
+"""Client authentication by the TLS client certificate alone (RFC 8705 §2), best first."""
 
 _DEFAULT_METHODS = ("client_secret_basic",)  # OpenID Connect Discovery §3: when none is listed
 
@@ -38,6 +43,13 @@ class ProviderMetadata:
     token_endpoint: str
     auth_methods: tuple[str, ...] | None
     """``token_endpoint_auth_methods_supported``; ``None`` when the document omits it."""
+    mtls_token_endpoint: str | None = None
+    """``mtls_endpoint_aliases.token_endpoint`` (RFC 8705 §5): where clients with a TLS
+    client certificate send token requests, when the issuer names another address."""
+
+    def token_endpoint_for(self, *, mtls: bool) -> str:
+        """Where to send token requests, with a client certificate (``mtls``) or without."""
+        return (self.mtls_token_endpoint or self.token_endpoint) if mtls else self.token_endpoint
 
 
 def discovery_url(issuer: str) -> str:
@@ -96,30 +108,52 @@ def parse_configuration(
         )
     methods = payload.get("token_endpoint_auth_methods_supported")
     listed = tuple(m for m in methods if isinstance(m, str)) if isinstance(methods, list) else None
-    return ProviderMetadata(issuer, token_endpoint.strip(), listed)
+    aliases = payload.get("mtls_endpoint_aliases")
+    alias = aliases.get("token_endpoint") if isinstance(aliases, dict) else None
+    mtls = alias.strip() if isinstance(alias, str) and alias.strip() else None
+    return ProviderMetadata(issuer, token_endpoint.strip(), listed, mtls)
 
 
-def choose_auth_method(metadata: ProviderMetadata, *, private_key: bool) -> str:
+CertificateKind = Literal["issued", "self-signed"]
+"""A client certificate issued by a CA, or by itself."""
+
+
+def choose_auth_method(
+    metadata: ProviderMetadata, *, private_key: bool, certificate: CertificateKind | None = None
+) -> str:
     """The client authentication to use with this issuer.
 
-    ``private_key_jwt`` when a private key is given; otherwise the first of
-    :data:`PREFERRED_AUTH_METHODS` the issuer supports. An issuer that lists
-    nothing supports ``client_secret_basic``.
+    ``private_key_jwt`` when a private key is given; a certificate method when
+    only a client certificate is given (``certificate``, no secret):
+    ``tls_client_auth`` then ``self_signed_tls_client_auth`` for one issued by a
+    CA, ``self_signed_tls_client_auth`` for a self-signed one; otherwise the
+    first of :data:`PREFERRED_AUTH_METHODS` the issuer supports. An issuer that
+    lists nothing supports ``client_secret_basic``.
     """
     supported = metadata.auth_methods or _DEFAULT_METHODS
-    wanted = ("private_key_jwt",) if private_key else PREFERRED_AUTH_METHODS
+    if private_key:
+        wanted: tuple[str, ...] = ("private_key_jwt",)
+        advice = "Pass a client secret instead of private_key, or auth_method= to force one."
+    elif certificate is not None:
+        wanted = CERTIFICATE_AUTH_METHODS[certificate == "self-signed" :]
+        advice = (
+            "Pass the client secret too (client_secret_basic and the others work over mTLS),"
+            " or auth_method= to force one."
+        )
+    else:
+        wanted = PREFERRED_AUTH_METHODS
+        advice = "Pass private_key= to use private_key_jwt, or auth_method= to force one."
     for method in wanted:
         if method in supported:
             return method
-    listed = ", ".join(excerpt(m, 40) for m in supported[:10])
+    listed = (
+        "it lists: " + ", ".join(excerpt(m, 40) for m in supported[:10])
+        if metadata.auth_methods
+        else "it lists none, which means client_secret_basic only"
+    )
     raise DiscoveryError(
         f"The issuer {metadata.issuer} accepts none of {', '.join(wanted)} at its token endpoint"
-        f" (it lists: {listed}). "
-        + (
-            "Pass a client secret instead of private_key, or auth_method= to force one."
-            if private_key
-            else "Pass private_key= to use private_key_jwt, or auth_method= to force one."
-        ),
+        f" ({listed}). {advice}",
         issuer=metadata.issuer,
     )
 

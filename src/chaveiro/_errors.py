@@ -23,7 +23,9 @@ scrubbed of anything that looks like a token.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "TokenEndpointUnreachableError",
     "TokenError",
     "excerpt",
+    "hiding",
     "redact",
 ]
 
@@ -64,22 +67,47 @@ _REASON_CODE = re.compile(
 )
 
 
+_REDACTED = "[redacted]"
+_IN_A_TOKEN = "REDACTED"
+"""A hidden secret, in the token alphabet: a token around it still reads as one, and goes whole."""
+
+
 def _redact_match(match: re.Match[str]) -> str:
-    return match.group(0) if _REASON_CODE.fullmatch(match.group(0)) else "[redacted]"
+    return match.group(0) if _REASON_CODE.fullmatch(match.group(0)) else _REDACTED
+
+
+_HIDDEN: ContextVar[tuple[str, ...]] = ContextVar("chaveiro_hidden", default=())
+"""What :func:`excerpt` never shows, in this thread or task: see :func:`hiding`."""
+
+
+@contextmanager
+def hiding(secrets: Iterable[str]) -> Iterator[None]:
+    """Within, every :func:`excerpt` shows ``secrets`` as ``REDACTED``.
+
+    For reading an answer to a request that carried them: the answer is parsed as
+    it came (a short secret may well occur inside a valid token), and only what is
+    shown of it, in a message or a log record, loses them. They are cut out before
+    the excerpt is capped, so no half of one is left at its end.
+    """
+    wanted = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+    mark = _HIDDEN.set(wanted)
+    try:
+        yield
+    finally:
+        _HIDDEN.reset(mark)
 
 
 def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
     """Return a one-line, capped, token-free excerpt of a response body."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    for secret in _HIDDEN.get():
+        text = text.replace(secret, _IN_A_TOKEN)
     text = text[: limit * 20]
     if "<" in text and ">" in text:
         title = re.search(r"<title[^>]*>(.*?)</title\s*>", text, re.IGNORECASE | re.DOTALL)
         text = title.group(1) if title else _TAGS.sub(" ", text)
     text = _TOKENISH.sub(_redact_match, _SPACES.sub(" ", text).strip())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-_REDACTED = "[redacted]"
 
 
 def redact(error: _E, secrets: Iterable[str]) -> _E:

@@ -23,7 +23,7 @@ import anyio
 import anyio.to_thread
 
 from chaveiro import _travel
-from chaveiro._caches import cache_trouble, polled_lock
+from chaveiro._caches import LOCK_POLL, cache_trouble, polled_lock
 from chaveiro._token import Token
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ __all__ = ["FileCache"]
 logger = logging.getLogger("chaveiro")
 
 _MAX_FILE_BYTES = 256 * 1024
-_LOCK_POLL = 0.05
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
@@ -162,7 +161,7 @@ class FileCache:
         if self._ready():
             lock = self._file_lock(key)
             try:
-                lock.acquire(timeout=max(0.0, timeout), poll_interval=_LOCK_POLL)
+                lock.acquire(timeout=max(0.0, timeout), poll_interval=LOCK_POLL)
                 held = lock
             except Timeout:
                 logger.info("gave up waiting %.1f s for the token file lock", timeout)

@@ -1,10 +1,14 @@
-"""The httpx room: ``httpx.Auth`` flows that send token requests through the user's own client.
+"""The httpx room: ``Auth`` flows for httpx, httpx2 and httpxyz, through the user's own client.
 
 One generator, :meth:`HttpxAuth._plan`, holds every decision of a call: attach
 the token, fetch one first if needed, renew and replay once when the API
 refuses it. It yields instructions; :meth:`~HttpxAuth.sync_auth_flow` and
 :meth:`~HttpxAuth.async_auth_flow` carry them out, blocking or awaiting. They
 differ only in how they drive the token manager and read a body.
+
+The libraries share one ``Auth`` protocol: the class is made an ``Auth`` of
+each as it is imported (:mod:`chaveiro._httpx_family`), and each call works
+with the library of the request it is given. None of them is imported here.
 
 The token request travels through the user's client (its transport, proxies,
 TLS, hooks and timeouts apply), but never to any address other than
@@ -18,22 +22,36 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from chaveiro._errors import TokenError
+from chaveiro._httpx_family import family, join, library_of
 from chaveiro._httpx_wire import (
     AsyncTrace,
-    OneShot,
     RedirectRefused,
     Trace,
     closed_by,
     closing_cause,
+    one_shot,
 )
 from chaveiro._steps import CannotRetry, RawResponse, Send, run_async, run_sync
 from chaveiro._token import Token
 from chaveiro._transport import AuthCore, CappedBody, unreachable
+
+if TYPE_CHECKING:
+    import httpx
+    import httpx2
+
+    class _Family(httpx.Auth, httpx2.Auth):
+        """What type checkers see: an ``Auth`` of both (joined at run time, see the docstring)."""
+
+        def auth_flow(self, request: Any) -> Generator[Any, Any, None]: ...
+        def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]: ...
+        def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]: ...
+
+else:
+    _Family = object
 
 __all__ = ["HttpxAuth"]
 
@@ -60,7 +78,7 @@ class _Advance:
 class _Read:
     """Read ``response``'s body, up to the cap when ``capped``; reply: the bytes."""
 
-    response: httpx.Response
+    response: Any  # the library's Response
     capped: bool = True
 
 
@@ -68,11 +86,13 @@ class _Read:
 class _TokenRequest:
     """Send our token ``request`` through the user's client; reply: its response."""
 
-    request: httpx.Request
+    request: Any  # the library's Request
 
 
-_Instruction = httpx.Request | _TokenRequest | _Start | _Advance | _Read
-"""A bare request is the user's own; a close of the flow while it is out needs no telling."""
+_OURS = (_TokenRequest, _Start, _Advance, _Read)
+_Instruction = Any
+"""One of ``_OURS``, or a bare request: the user's own (a close of the flow while it is out
+needs no telling)."""
 
 
 class _Closed(Exception):  # noqa: N818 - never leaves this module
@@ -87,15 +107,15 @@ class _Closed(Exception):  # noqa: N818 - never leaves this module
         self.exit = exit_
 
 
-def _replayable(request: httpx.Request) -> bool:
+def _replayable(request: Any) -> bool:
     try:
         request.content  # noqa: B018 - raises for a streaming (generator) body
-    except httpx.RequestNotRead:
+    except family("RequestNotRead"):
         return False
     return True
 
 
-def _answered(response: httpx.Response, token: Token) -> bool:
+def _answered(response: Any, token: Token) -> bool:
     """True if ``response`` answered a request that carried ``token``.
 
     After a redirect to another host the final request carries no token: its
@@ -105,47 +125,36 @@ def _answered(response: httpx.Response, token: Token) -> bool:
     return sent == token.authorization
 
 
-class HttpxAuth(AuthCore, httpx.Auth):
-    """``httpx.Client(auth=auth)`` and ``httpx.AsyncClient(auth=auth)``."""
+@join
+class HttpxAuth(AuthCore, _Family):
+    """``Client(auth=auth)`` and ``AsyncClient(auth=auth)`` of httpx, httpx2 and httpxyz."""
 
     requires_request_body = False
     requires_response_body = False
 
-    def sync_auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
+    def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
         return self._drive(self._plan(request, asynchronous=False))
 
-    def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
         return self._adrive(self._plan(request, asynchronous=True))
 
-    async def aget_token(self, *, client: httpx.AsyncClient | None = None) -> Token:
-        """The current token, fetched or renewed if needed (asyncio or trio).
-
-        The token request is sent with ``client`` when given (its TLS settings,
-        proxies and transport apply), else with a short-lived client of our own.
-        """
-        token = self._manager.fresh_token()
-        if token is not None:
-            return token
+    async def _aget_token_through(self, client: Any) -> Token:
+        """The current token, its token request sent through ``client``: an ``AsyncClient``."""
+        library = library_of(client)
         obtained: list[Token] = []
 
         def plan() -> Generator[_Instruction, Any, None]:
-            obtained.append((yield from self._exchange(None, None, asynchronous=True)))
+            token = yield from self._exchange(None, None, library, asynchronous=True)
+            obtained.append(token)
 
         async with AsyncExitStack() as stack:
-            if client is None:
-                verify = True if self._tls is None else self._tls.ssl_context
-                client = await stack.enter_async_context(httpx.AsyncClient(verify=verify))
             flow = self._adrive(plan())
             stack.push_async_callback(flow.aclose)
-            reply: httpx.Response | None = None
+            reply: Any = None
             error: Exception | None = None
             while True:
                 try:
-                    request = await (flow.athrow(error) if error else flow.asend(reply))  # type: ignore[arg-type]
+                    request = await (flow.athrow(error) if error else flow.asend(reply))
                 except StopAsyncIteration:
                     return obtained[0]
                 reply, error = None, None
@@ -161,15 +170,14 @@ class HttpxAuth(AuthCore, httpx.Auth):
 
     # ---- the plan: every decision of one call, for both drivers -------------------------------
 
-    def _plan(
-        self, request: httpx.Request, *, asynchronous: bool
-    ) -> Generator[_Instruction, Any, None]:
+    def _plan(self, request: Any, *, asynchronous: bool) -> Generator[_Instruction, Any, None]:
         if self._hosts is not None and not self._applies(request.url.host):
             yield request
             return
         token = self._manager.fresh_token()
+        library = library_of(request)
         if token is None:
-            token = yield from self._exchange(request, None, asynchronous=asynchronous)
+            token = yield from self._exchange(request, None, library, asynchronous=asynchronous)
         request.headers["Authorization"] = token.authorization
         response = yield request
         if (
@@ -179,7 +187,8 @@ class HttpxAuth(AuthCore, httpx.Auth):
         ):
             return
         yield _Read(response, capped=False)  # frees its connection while we wait for a token
-        renewed = yield from self._exchange(request, token.access_token, asynchronous=asynchronous)
+        stale = token.access_token
+        renewed = yield from self._exchange(request, stale, library, asynchronous=asynchronous)
         if renewed.access_token == token.access_token:
             return
         self._replayed(renewed)
@@ -187,13 +196,15 @@ class HttpxAuth(AuthCore, httpx.Auth):
         yield request
 
     def _exchange(
-        self, user_request: httpx.Request | None, stale: str | None, *, asynchronous: bool
+        self, user_request: Any, stale: str | None, library: ModuleType, *, asynchronous: bool
     ) -> Generator[_Instruction, Any, Token]:
         """Obtain a token, sending token requests through the user's own client."""
         url = self._settings.token_url
+        failures: tuple[type[BaseException], ...] = (RedirectRefused, *family("TransportError"))
+        failed: tuple[type[BaseException], ...] = (TokenError, *failures)
         item = yield _Start(stale)
         while isinstance(item, Send):
-            token_request = self._to_httpx(item, user_request, asynchronous=asynchronous)
+            token_request = self._to_httpx(item, user_request, library, asynchronous=asynchronous)
             try:
                 response = yield _TokenRequest(token_request)
             except _Closed as closed:  # the user's client failed and ends the call
@@ -206,14 +217,14 @@ class HttpxAuth(AuthCore, httpx.Auth):
                 except TokenError as final:
                     raise final from cause
                 raise error from cause
-            except (httpx.TransportError, RedirectRefused) as exc:  # aget_token's own send
+            except failures as exc:  # _aget_token_through's own send
                 now = self._manager.clock()
                 error = closed_by(exc, token_request, self.dialect, url, now)
                 item = yield _Advance(error=error or unreachable(url, exc))
                 continue
             try:
                 body = yield _Read(response)
-            except (TokenError, httpx.TransportError) as exc:
+            except failed as exc:
                 error = exc if isinstance(exc, TokenError) else unreachable(url, exc)
                 item = yield _Advance(error=error)
             else:
@@ -222,14 +233,14 @@ class HttpxAuth(AuthCore, httpx.Auth):
         return item
 
     def _to_httpx(
-        self, send: Send, user_request: httpx.Request | None, *, asynchronous: bool
-    ) -> httpx.Request:
-        """The token request for httpx, with the user's timeouts cut to the time left."""
+        self, send: Send, user_request: Any, library: ModuleType, *, asynchronous: bool
+    ) -> Any:
+        """The token request for ``library``, with the user's timeouts cut to the time left."""
         request = send.request
-        token_request = httpx.Request(
+        token_request = library.Request(
             request.method, request.url, headers=list(request.headers), content=request.body
         )
-        token_request.stream = OneShot(request.body)  # readable by hooks; sent once only
+        token_request.stream = one_shot(library, request.body)  # readable by hooks; sent once
         connect, read = self._timeout
         mine = {"connect": connect, "read": read, "write": read, "pool": connect}
         theirs = user_request.extensions.get("timeout") if user_request is not None else None
@@ -240,14 +251,12 @@ class HttpxAuth(AuthCore, httpx.Auth):
         }
         user_trace = user_request.extensions.get("trace") if user_request is not None else None
         tracer = AsyncTrace if asynchronous else Trace
-        token_request.extensions["trace"] = tracer(token_request.url, user_trace)
+        token_request.extensions["trace"] = tracer(library, token_request.url, user_trace)
         return token_request
 
     # ---- the two drivers: blocking and awaiting -----------------------------------------------
 
-    def _drive(
-        self, plan: Generator[_Instruction, Any, None]
-    ) -> Generator[httpx.Request, httpx.Response, None]:
+    def _drive(self, plan: Generator[_Instruction, Any, None]) -> Generator[Any, Any, None]:
         steps: _Steps | None = None
         reply: Any = None
         error: BaseException | None = None
@@ -261,7 +270,7 @@ class HttpxAuth(AuthCore, httpx.Auth):
                     raise closed.exit from None
                 reply, error = None, None
                 try:
-                    if isinstance(item, httpx.Request):
+                    if not isinstance(item, _OURS):
                         reply = yield item  # closed here: nothing of ours is out
                     elif isinstance(item, _TokenRequest):
                         try:
@@ -285,9 +294,7 @@ class HttpxAuth(AuthCore, httpx.Auth):
                 steps.close()
             plan.close()
 
-    async def _adrive(
-        self, plan: Generator[_Instruction, Any, None]
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def _adrive(self, plan: Generator[_Instruction, Any, None]) -> AsyncGenerator[Any, Any]:
         steps: _AsyncSteps | None = None
         reply: Any = None
         error: BaseException | None = None
@@ -301,7 +308,7 @@ class HttpxAuth(AuthCore, httpx.Auth):
                     raise closed.exit from None
                 reply, error = None, None
                 try:
-                    if isinstance(item, httpx.Request):
+                    if not isinstance(item, _OURS):
                         reply = yield item  # closed here: nothing of ours is out
                     elif isinstance(item, _TokenRequest):
                         try:

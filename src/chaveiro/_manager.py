@@ -312,6 +312,7 @@ class TokenManager:
             slot.failures,
             pause,
             error,
+            extra={"chaveiro_event": "failed"},
         )
         return error
 
@@ -381,7 +382,6 @@ class TokenManager:
                 with fetch.sending():
                     raw: RawResponse = yield Send(request, max(left, 0.05))
                 status = raw.status
-                raw = self._scrubbed(raw, refresh)
                 token = parse_response(
                     self.dialect,
                     settings.token_url,
@@ -389,6 +389,7 @@ class TokenManager:
                     raw.headers,
                     raw.body,
                     now,  # lifetimes count from when the request left: conservative
+                    secrets=(settings.client_secret or "", refresh or ""),
                 )
             except CannotRetry as exc:
                 error = self._redacted(exc.error, refresh)
@@ -424,21 +425,6 @@ class TokenManager:
     def _grant(self, refresh: str | None) -> str | None:
         """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""
         return "refresh_token" if refresh is not None else self.dialect.grant_type
-
-    def _scrubbed(self, raw: RawResponse, refresh: str | None) -> RawResponse:
-        """``raw`` with the secrets we sent cut out, before any excerpt can cut one in half."""
-        secrets = [s.encode() for s in (self.settings.client_secret, refresh) if s]
-        texts = [raw.body, *(v.encode("utf-8", "replace") for v in raw.headers.values())]
-        if not any(secret in text for secret in secrets for text in texts):
-            return raw
-        # A placeholder in the token alphabet: a token around it still reads as one
-        # token, and the excerpt hides it whole.
-        body, headers = raw.body, dict(raw.headers)
-        for secret in secrets:
-            body = body.replace(secret, b"REDACTED")
-            text = secret.decode()
-            headers = {k: v.replace(text, "REDACTED") for k, v in headers.items()}
-        return RawResponse(raw.status, headers, body)
 
     def _redacted(self, error: TokenError, refresh: str | None) -> TokenError:
         """``error`` without the secrets we sent, should the provider have echoed them."""

@@ -29,7 +29,7 @@ class Policy:
     """Cool-down after the first failed renewal; doubles with each further one."""
     cooldown_cap: float = 30.0
     rejected_cooldown: float = 10.0
-    """Cool-down after the provider rejected the credentials."""
+    """Cool-down after the provider rejected the credentials, or forbade the client (403)."""
 
     def backoff_delay(self, attempt: int, retry_after: float | None) -> float:
         """Full-jitter exponential backoff, never shorter than ``Retry-After``."""
@@ -38,7 +38,7 @@ class Policy:
 
     def cooldown_for(self, error: TokenError, failures: int) -> float:
         """How long callers get ``error`` without a new request to the provider."""
-        if isinstance(error, CredentialsRejectedError):
+        if isinstance(error, CredentialsRejectedError) or _forbidden(error):
             base = self.rejected_cooldown
         else:
             base = self.cooldown
@@ -46,3 +46,13 @@ class Policy:
         if isinstance(error, TokenEndpointError) and error.retry_after is not None:
             delay = min(max(self.cooldown, error.retry_after), 300.0)
         return delay
+
+
+def _forbidden(error: TokenError) -> bool:
+    """A 403 that is no OAuth error: the server refuses this client, and will until told otherwise.
+
+    Glewlwyd answers every failed client authentication so, with an empty body; an
+    allow-list in front of the endpoint does the same. Neither changes its mind in a
+    second: the pause is that of rejected credentials, not that of a passing outage.
+    """
+    return isinstance(error, TokenEndpointError) and error.status_code == 403

@@ -1,44 +1,42 @@
 """``RedisCache``: one token per identity for a whole fleet of machines.
 
 redis-py (the ``redis`` extra) is imported when a ``RedisCache`` is made, never at
-``import chaveiro``. Sync calls use a redis-py client; async calls use
-``redis.asyncio`` under asyncio and the sync client in a worker thread under any
-other event loop (trio).
+``import chaveiro``. Sync calls use a redis-py client (:mod:`._redis_link`); the lock
+is a short lease kept alive by its holder (:mod:`._redis_lease`). Under asyncio, reads
+and writes use ``redis.asyncio`` when the cache talks to one server; the lock, and
+everything under other event loops (trio) or with a cluster or Sentinel, runs the
+sync client in worker threads.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
-import os
+import math
 import time
-import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
 import sniffio
 
 from chaveiro import _travel
-from chaveiro._caches import cache_trouble, paused, polled_lock
+from chaveiro._caches import paused, polled_lock
 from chaveiro._errors import ConfigurationError
+from chaveiro._redis_lease import Lease
+from chaveiro._redis_link import Failed, Link, Outcome, failures, is_moved, no_setinfo
+from chaveiro._redis_urls import url_of
 from chaveiro._token import Token
 
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
-    import redis.asyncio.lock
-    import redis.lock
     from redis.asyncio.connection import AbstractConnection
 
 __all__ = ["RedisCache"]
 
-logger = logging.getLogger("chaveiro")
-
+_T = TypeVar("_T")
 _DERIVABLE_KWARGS = frozenset(
     {
         "host",
@@ -71,8 +69,6 @@ _DERIVABLE_KWARGS = frozenset(
 )
 """Connection settings of a sync client that mean the same to ``redis.asyncio``."""
 
-_instances: weakref.WeakSet[RedisCache] = weakref.WeakSet()
-
 
 def _import_redis() -> None:
     try:
@@ -87,33 +83,39 @@ def _import_redis() -> None:
 class RedisCache:
     """Tokens in Redis, shared by every process on every machine that uses it.
 
-    ``RedisCache("redis://cache.internal:6379/0")``, or ``RedisCache(client=r)`` with
-    your own ``redis.Redis`` (and optionally ``async_client=``, a
-    ``redis.asyncio.Redis``). Keys are ``prefix`` + ``token:`` or ``lock:`` + a
-    digest of the identity; a token expires from Redis when it expires. While
-    Redis is down or slow, requests go on with tokens kept in each process: one
-    warning a minute, and Redis is left alone for ``retry_interval`` seconds
+    ``RedisCache("redis://cache.internal:6379/0")`` (also ``rediss://``, ``unix://``,
+    a node of a Redis Cluster, or ``redis+sentinel://host:26379/mymaster/0``), or
+    ``RedisCache(client=r)`` with your own ``redis.Redis``, ``RedisCluster`` or
+    Sentinel master client (and optionally ``async_client=``, a ``redis.asyncio``
+    client, which belongs to one event loop). Keys are ``prefix`` + ``token:`` or
+    ``lock:`` + a digest of the identity; a token expires from Redis when it expires.
+    While Redis is down or slow, requests go on with tokens kept in each process:
+    one warning a minute, and Redis is left alone for ``retry_interval`` seconds
     after each failure. Clients made from ``url`` use short timeouts
     (``connect_timeout``, ``timeout``) and no retries, so an outage costs little.
 
+    The lock is a lease of ``lock_lease`` seconds, renewed by its holder while it
+    lives: when a holder dies, the others wait that long at most.
+
     Make one ``RedisCache`` per process (at import time is fine, even before a
-    ``fork()``): it holds a connection pool. One made from a URL pickles as its
-    settings (the URL, with any password in it, and the options), never a
-    connection: a copy in the same process is the cache itself, and in another
-    process it connects on first use. One made around a client object cannot be
-    pickled (a copy in the same process is the cache itself).
+    ``fork()``): it holds a connection pool. It pickles as its settings (the URL,
+    with any password in it, and the options), never a connection: a copy in the
+    same process is the cache itself, and in another process it connects on first
+    use. One made around a client travels as that client's URL; a client that no
+    URL can describe (a credential provider, say) cannot be pickled.
     """
 
     def __init__(
         self,
         url: str | None = None,
         *,
-        client: redis.Redis | None = None,
-        async_client: redis.asyncio.Redis | None = None,
+        client: redis.Redis | redis.RedisCluster | None = None,
+        async_client: redis.asyncio.Redis | redis.asyncio.RedisCluster | None = None,
         prefix: str = "chaveiro:",
         connect_timeout: float = 0.5,
         timeout: float = 0.5,
         retry_interval: float = 5.0,
+        lock_lease: float = 3.0,
     ) -> None:
         _import_redis()
         if (url is None) == (client is None):
@@ -123,32 +125,36 @@ class RedisCache:
             )
         if not isinstance(prefix, str):
             raise ConfigurationError("prefix must be a string, e.g. 'chaveiro:'.")
+        lease: object = lock_lease
+        if not isinstance(lease, int | float) or not 0.1 <= lease < math.inf:
+            raise ConfigurationError(
+                "lock_lease must be a number of seconds, at least 0.1: how long a lock outlives"
+                " a holder that died, e.g. lock_lease=3.0."
+            )
         self.prefix = prefix
         self.retry_interval = float(retry_interval)
-        self._url = url
+        self.lock_lease = float(lock_lease)
         self._timeouts = (float(connect_timeout), float(timeout))
-        self._owns_client = client is None
-        self._client = client if client is not None else self._client_from_url()
+        self._link = Link(url, client, timeouts=self._timeouts, retry_interval=self.retry_interval)
         self._async_client = async_client
-        self._async_class = _asyncio_twin(self._client) if self._url is None else None
-        pool = getattr(self._client, "connection_pool", None)  # a cluster client has none
-        kwargs = getattr(pool, "connection_kwargs", {})
-        if "path" in kwargs:
-            address = str(kwargs["path"])
-        else:
-            address = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-        self._where = f"at Redis {address}/{kwargs.get('db', 0)}"
-        _instances.add(self)
+        self._async_class = _asyncio_twin(client) if client is not None else None
+
+    @property
+    def _where(self) -> str:
+        return self._link.where
 
     def __repr__(self) -> str:
         return f"RedisCache(<{self._where[3:]}>, prefix={self.prefix!r})"
 
     def __reduce__(self) -> tuple[object, ...]:
-        if self._url is None or self._async_client is not None:
+        url = self._link.url or url_of(self._link.client)
+        if url is None:
             raise TypeError(
-                "a RedisCache made around a Redis client object cannot be pickled or sent to"
-                " another process. Build it from a URL instead, RedisCache('redis://host:6379/0',"
-                " ...): then it, and auth objects that use it, can be."
+                f"this RedisCache cannot be pickled or sent to another process: its client"
+                f" ({self._where[3:]}) uses settings that no URL can carry, such as a"
+                " credential_provider. Build the cache from a URL instead,"
+                " RedisCache('redis://user:password@host:6379/0', ...): then it, and auth"
+                " objects that use it, can be."
             )
         connect_timeout, timeout = self._timeouts
         options = {
@@ -156,8 +162,9 @@ class RedisCache:
             "connect_timeout": connect_timeout,
             "timeout": timeout,
             "retry_interval": self.retry_interval,
+            "lock_lease": self.lock_lease,
         }
-        return _travel.reduce(self, RedisCache, (self._url,), options)
+        return _travel.reduce(self, RedisCache, (url,), options)
 
     def __copy__(self) -> RedisCache:
         return self
@@ -167,65 +174,109 @@ class RedisCache:
 
     def close(self) -> None:
         """Close the connections of a client made from ``url`` (a client you passed is yours)."""
-        if self._owns_client:
-            self._client.close()
+        self._link.close()
 
-    # ---- clients ----------------------------------------------------------------------------
+    def _name(self, kind: str, key: str) -> str:
+        return f"{self.prefix}{kind}:{key}"
 
-    def _client_from_url(self) -> redis.Redis:
-        import redis  # noqa: PLC0415
-        from redis.backoff import NoBackoff  # noqa: PLC0415
-        from redis.retry import Retry  # noqa: PLC0415
+    # ---- sync -------------------------------------------------------------------------------
 
-        assert self._url is not None
-        connect_timeout, timeout = self._timeouts
-        try:
-            return redis.Redis.from_url(
-                self._url,
-                socket_connect_timeout=connect_timeout,
-                socket_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),
-                **_no_setinfo(),
-            )
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"RedisCache: the Redis URL is not valid ({exc}). Use redis://, rediss:// or"
-                " unix:// URLs, e.g. redis://cache.internal:6379/0."
-            ) from None
+    def get(self, key: str) -> Token | None:
+        if paused(self._where):
+            return None
+        raw = self._link.run("read a token", lambda c: c.get(self._name("token", key)))
+        return None if raw is Outcome.FAILED else self._decode(raw, key)
 
-    def _new_async_client(self) -> redis.asyncio.Redis:
-        """An asyncio client for the same server, for one operation on this event loop."""
-        import redis.asyncio  # noqa: PLC0415
-        from redis.asyncio.retry import Retry  # noqa: PLC0415
-        from redis.backoff import NoBackoff  # noqa: PLC0415
+    def _decode(self, raw: object, key: str) -> Token | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, str | bytes):
+            raw = b""
+        return Token.from_json(raw, source=f"Redis key {self._name('token', key)!r}")
 
-        no_retry = Retry(NoBackoff(), 0)
-        if self._url is not None:
-            connect_timeout, timeout = self._timeouts
-            return redis.asyncio.Redis.from_url(
-                self._url,
-                socket_connect_timeout=connect_timeout,
-                socket_timeout=timeout,
-                retry=no_retry,
-                **_no_setinfo(),
-            )
-        pool = self._client.connection_pool
-        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _DERIVABLE_KWARGS}
-        kwargs.update(_no_setinfo())
-        assert self._async_class is not None
-        return redis.asyncio.Redis.from_pool(
-            redis.asyncio.ConnectionPool(
-                connection_class=self._async_class, retry=no_retry, **kwargs
-            )
+    def set(self, key: str, token: Token) -> None:
+        ttl_ms = _ttl_ms(token)
+        if ttl_ms <= 0 or paused(self._where):
+            return
+        self._link.run(
+            "store a token", lambda c: c.set(self._name("token", key), token.to_json(), px=ttl_ms)
         )
 
-    def _use_asyncio(self) -> bool:
-        """True under asyncio when there is an asyncio client; else worker threads are used."""
-        usable = self._url is not None or self._async_client is not None
-        return (usable or self._async_class is not None) and _on_asyncio()
+    def _lease(self, key: str, timeout: float) -> Lease:
+        name = self._name("lock", key)
+        return Lease(self._link, name, seconds=self.lock_lease, hold=timeout)
+
+    @contextmanager
+    def lock(self, key: str, timeout: float) -> Iterator[bool]:
+        if paused(self._where):
+            yield False
+            return
+        with self._lease(key, timeout).held(timeout) as held:
+            yield held
+
+    # ---- async ------------------------------------------------------------------------------
+
+    async def aget(self, key: str) -> Token | None:
+        if paused(self._where):
+            return None
+        if self._use_asyncio():
+            raw = await self._arun("read a token", lambda c: c.get(self._name("token", key)))
+            if raw is not Outcome.MOVED:
+                return None if raw is Outcome.FAILED else self._decode(raw, key)
+        return await anyio.to_thread.run_sync(self.get, key)
+
+    async def aset(self, key: str, token: Token) -> None:
+        ttl_ms = _ttl_ms(token)
+        if ttl_ms <= 0 or paused(self._where):
+            return
+        if self._use_asyncio():
+            done = await self._arun(
+                "store a token",
+                lambda c: c.set(self._name("token", key), token.to_json(), px=ttl_ms),
+            )
+            if done is not Outcome.MOVED:
+                return
+        await anyio.to_thread.run_sync(self.set, key, token)
 
     @asynccontextmanager
-    async def _asyncio_client(self) -> AsyncIterator[redis.asyncio.Redis]:
+    async def alock(self, key: str, timeout: float) -> AsyncIterator[bool]:
+        # The lock runs the sync client in worker threads under every event loop: its
+        # lease is renewed by a thread, and each attempt is one short command.
+        if paused(self._where):
+            yield False
+            return
+        lease = self._lease(key, timeout)
+        async with polled_lock(
+            partial(anyio.to_thread.run_sync, lease.take),
+            partial(anyio.to_thread.run_sync, lease.release),
+            timeout,
+            what="the Redis token lock",
+        ) as held:
+            yield held
+
+    async def _arun(
+        self, action: str, command: Callable[[Any], Awaitable[_T]]
+    ) -> _T | Failed | Outcome:
+        """``await command(client)`` with an asyncio client; ``MOVED``: ask again in a thread."""
+        seen = self._link.client
+        try:
+            async with self._asyncio_client() as client:
+                return await command(client)
+        except failures() as exc:
+            if is_moved(exc):
+                return Outcome.MOVED if self._link.moved(seen, action, exc) else Outcome.FAILED
+            self._link.failed(action, exc)
+            return Outcome.FAILED
+
+    def _use_asyncio(self) -> bool:
+        """True under asyncio with an asyncio client for one server; else threads are used."""
+        if self._link.cluster or not _on_asyncio():
+            return False
+        made = self._link.single_server_url is not None or self._async_class is not None
+        return self._async_client is not None or made
+
+    @asynccontextmanager
+    async def _asyncio_client(self) -> AsyncIterator[Any]:
         # A client per operation: redis.asyncio connections belong to one event loop,
         # and an auth object may serve several loops over its life.
         if self._async_client is not None:
@@ -238,170 +289,32 @@ class RedisCache:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
 
-    def _name(self, kind: str, key: str) -> str:
-        return f"{self.prefix}{kind}:{key}"
+    def _new_async_client(self) -> redis.asyncio.Redis:
+        """An asyncio client for the same server, for one operation on this event loop."""
+        import redis.asyncio  # noqa: PLC0415
+        from redis.asyncio.retry import Retry  # noqa: PLC0415
+        from redis.backoff import NoBackoff  # noqa: PLC0415
 
-    def _failed(self, action: str, exc: BaseException) -> None:
-        cache_trouble(self._where, action, exc, pause=self.retry_interval)
-
-    # ---- sync -------------------------------------------------------------------------------
-
-    def get(self, key: str) -> Token | None:
-        import redis  # noqa: PLC0415
-
-        if paused(self._where):
-            return None
-        try:
-            raw = self._client.get(self._name("token", key))
-        except (redis.RedisError, OSError) as exc:
-            self._failed("read a token", exc)
-            return None
-        return self._decode(raw, key)
-
-    def _decode(self, raw: object, key: str) -> Token | None:
-        if raw is None:
-            return None
-        if not isinstance(raw, str | bytes):
-            raw = b""
-        return Token.from_json(raw, source=f"Redis key {self._name('token', key)!r}")
-
-    def set(self, key: str, token: Token) -> None:
-        import redis  # noqa: PLC0415
-
-        ttl_ms = _ttl_ms(token)
-        if ttl_ms <= 0 or paused(self._where):
-            return
-        try:
-            self._client.set(self._name("token", key), token.to_json(), px=ttl_ms)
-        except (redis.RedisError, OSError) as exc:
-            self._failed("store a token", exc)
-
-    def _sync_lock(self, key: str, timeout: float) -> redis.lock.Lock:
-        lock: redis.lock.Lock = self._client.lock(
-            self._name("lock", key),
-            timeout=max(1.0, timeout),  # a holder that dies frees the lock by then
-            sleep=0.05,
-            blocking_timeout=max(0.0, timeout),
-            thread_local=False,
-        )
-        return lock
-
-    def _try_sync_lock(self, lock: redis.lock.Lock, *, blocking: bool) -> bool | None:
-        """Take ``lock``: True, False when busy (or timed out), None when Redis failed."""
-        import redis  # noqa: PLC0415
-
-        try:
-            return bool(lock.acquire(blocking=blocking))
-        except (redis.RedisError, OSError) as exc:
-            self._failed("take a lock", exc)
-            return None
-
-    def _release_sync_lock(self, lock: redis.lock.Lock) -> None:
-        import redis  # noqa: PLC0415
-        from redis.exceptions import LockError  # noqa: PLC0415
-
-        try:
-            lock.release()
-        except LockError:
-            logger.info("the Redis token lock expired before it was released")
-        except (redis.RedisError, OSError) as exc:
-            self._failed("release a lock", exc)
-
-    @contextmanager
-    def lock(self, key: str, timeout: float) -> Iterator[bool]:
-        if paused(self._where):
-            yield False
-            return
-        lock = self._sync_lock(key, timeout)
-        held = self._try_sync_lock(lock, blocking=True)
-        if held is False:
-            logger.info("gave up waiting %.1f s for the Redis token lock", timeout)
-        try:
-            yield bool(held)
-        finally:
-            if held:
-                self._release_sync_lock(lock)
-
-    # ---- async ------------------------------------------------------------------------------
-
-    async def aget(self, key: str) -> Token | None:
-        import redis  # noqa: PLC0415
-
-        if paused(self._where):
-            return None
-        if not self._use_asyncio():
-            return await anyio.to_thread.run_sync(self.get, key)
-        try:
-            async with self._asyncio_client() as client:
-                raw = await client.get(self._name("token", key))
-        except (redis.RedisError, OSError) as exc:
-            self._failed("read a token", exc)
-            return None
-        return self._decode(raw, key)
-
-    async def aset(self, key: str, token: Token) -> None:
-        import redis  # noqa: PLC0415
-
-        ttl_ms = _ttl_ms(token)
-        if ttl_ms <= 0 or paused(self._where):
-            return
-        if not self._use_asyncio():
-            await anyio.to_thread.run_sync(self.set, key, token)
-            return
-        try:
-            async with self._asyncio_client() as client:
-                await client.set(self._name("token", key), token.to_json(), px=ttl_ms)
-        except (redis.RedisError, OSError) as exc:
-            self._failed("store a token", exc)
-
-    @asynccontextmanager
-    async def alock(self, key: str, timeout: float) -> AsyncIterator[bool]:
-        if paused(self._where):
-            yield False
-            return
-        if not self._use_asyncio():
-            lock = self._sync_lock(key, timeout)
-            attempt = partial(self._try_sync_lock, lock, blocking=False)
-            release = partial(self._release_sync_lock, lock)
-            async with polled_lock(
-                partial(anyio.to_thread.run_sync, attempt),
-                partial(anyio.to_thread.run_sync, release),
-                timeout,
-                what="the Redis token lock",
-            ) as held:
-                yield held
-            return
-        async with self._asyncio_client() as client:
-            alock = client.lock(
-                self._name("lock", key), timeout=max(1.0, timeout), thread_local=False
+        no_retry = Retry(NoBackoff(), 0)
+        url = self._link.single_server_url
+        if url is not None:
+            connect_timeout, timeout = self._timeouts
+            return redis.asyncio.Redis.from_url(
+                url,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=timeout,
+                retry=no_retry,
+                **no_setinfo(),
             )
-            async with polled_lock(
-                partial(self._try_async_lock, alock),
-                partial(self._release_async_lock, alock),
-                timeout,
-                what="the Redis token lock",
-            ) as held:
-                yield held
-
-    async def _try_async_lock(self, lock: redis.asyncio.lock.Lock) -> bool | None:
-        import redis  # noqa: PLC0415
-
-        try:
-            return bool(await lock.acquire(blocking=False))
-        except (redis.RedisError, OSError) as exc:
-            self._failed("take a lock", exc)
-            return None
-
-    async def _release_async_lock(self, lock: redis.asyncio.lock.Lock) -> None:
-        import redis  # noqa: PLC0415
-        from redis.exceptions import LockError  # noqa: PLC0415
-
-        try:
-            await lock.release()
-        except LockError:
-            logger.info("the Redis token lock expired before it was released")
-        except (redis.RedisError, OSError) as exc:
-            self._failed("release a lock", exc)
+        pool = self._link.client.connection_pool
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _DERIVABLE_KWARGS}
+        kwargs.update(no_setinfo())
+        assert self._async_class is not None
+        return redis.asyncio.Redis.from_pool(
+            redis.asyncio.ConnectionPool(
+                connection_class=self._async_class, retry=no_retry, **kwargs
+            )
+        )
 
 
 def _ttl_ms(token: Token) -> int:
@@ -409,17 +322,7 @@ def _ttl_ms(token: Token) -> int:
     return int((token.expires_at - time.time()) * 1000)
 
 
-@functools.cache
-def _no_setinfo() -> dict[str, Any]:
-    """Options that skip CLIENT SETINFO on connect: half the round trips of a new connection."""
-    from redis.connection import AbstractConnection  # noqa: PLC0415
-
-    if "driver_info" in inspect.signature(AbstractConnection.__init__).parameters:
-        return {"driver_info": None}  # newer redis-py, where lib_name is deprecated
-    return {"lib_name": None, "lib_version": None}
-
-
-def _asyncio_twin(client: redis.Redis) -> type[AbstractConnection] | None:
+def _asyncio_twin(client: object) -> type[AbstractConnection] | None:
     """The ``redis.asyncio`` connection class matching a sync client's, if there is one."""
     import redis.asyncio.connection as aconnection  # noqa: PLC0415
 
@@ -436,15 +339,3 @@ def _on_asyncio() -> bool:
         return sniffio.current_async_library() == "asyncio"
     except sniffio.AsyncLibraryNotFoundError:
         return False
-
-
-def _after_fork_in_child() -> None:
-    # redis-py pools notice a new pid and reconnect; clients we made are replaced
-    # outright, so nothing the parent held (a pool lock, a socket) is ever reused.
-    for cache in list(_instances):
-        if cache._owns_client:
-            cache._client = cache._client_from_url()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

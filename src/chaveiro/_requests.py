@@ -25,7 +25,7 @@ from requests.structures import CaseInsensitiveDict
 from chaveiro._certs import ClientTLS
 from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._discovery import ProviderMetadata, discovery_url, parse_configuration
-from chaveiro._errors import ConfigurationError, IssuerUnreachableError, TokenError, excerpt
+from chaveiro._errors import ConfigurationError, IssuerUnreachableError, TokenError
 from chaveiro._flight import RENEWAL_THREAD
 from chaveiro._steps import Detach, RawResponse, Send, run_sync
 from chaveiro._token import Token
@@ -80,6 +80,15 @@ class _ClientCertAdapter(requests.adapters.HTTPAdapter):
         conn.cert_reqs, conn.ca_certs, conn.ca_cert_dir = "CERT_REQUIRED", None, None
 
 
+def _new_session(tls: ClientTLS | None) -> requests.Session:
+    """A session for chaveiro's own requests: with ``tls``, it presents the certificate and
+    trusts what the certificate's context trusts (not ``REQUESTS_CA_BUNDLE``)."""
+    session = requests.Session()
+    if tls is not None:
+        session.mount("https://", _ClientCertAdapter(tls.ssl_context))
+    return session
+
+
 class _OwnSession:
     """The session chaveiro makes for its token requests when none was given.
 
@@ -100,9 +109,7 @@ class _OwnSession:
         session = self._session
         if session is None or self._pid != os.getpid():
             self.close()  # in a child: closes this process's copies of the parent's sockets
-            session = self._session = requests.Session()
-            if self._tls is not None:
-                session.mount("https://", _ClientCertAdapter(self._tls.ssl_context))
+            session = self._session = _new_session(self._tls)
             self._pid = os.getpid()
             self._finalizer = weakref.finalize(self, session.close)
         return session
@@ -212,6 +219,12 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
             return False
         return True
 
+    async def _send_in_thread(self, send: Send) -> RawResponse:
+        """:meth:`_send_requests` in a worker thread, awaited (asyncio or trio)."""
+        from anyio import to_thread  # noqa: PLC0415 - only for aget_token() without a client
+
+        return await to_thread.run_sync(self._send_requests, send, abandon_on_cancel=True)
+
     def _send_requests(self, send: Send) -> RawResponse:
         request = send.request
         session = self._requests_session()
@@ -296,11 +309,19 @@ def _refuse_async_niquests(request: Any) -> None:
 
 
 def discover(
-    issuer: str, session: requests.Session | None, timeout: float | tuple[float, float]
+    issuer: str,
+    session: requests.Session | None,
+    timeout: float | tuple[float, float],
+    tls: ClientTLS | None = None,
 ) -> ProviderMetadata:
-    """Fetch and parse the discovery document of ``issuer`` (no redirects, bounded size)."""
+    """Fetch and parse the discovery document of ``issuer`` (no redirects, bounded size).
+
+    Sent as the token requests will be: through ``session`` with its own ``verify``
+    (which wins over ``REQUESTS_CA_BUNDLE``), else through a session of our own that
+    presents the client certificate ``tls`` and trusts what it trusts.
+    """
     url = discovery_url(issuer)
-    client = session if session is not None else requests.Session()
+    client = session if session is not None else _new_session(tls)
     try:
         with client.get(
             url,
@@ -308,15 +329,13 @@ def discover(
             timeout=timeout,
             allow_redirects=False,
             stream=True,
+            verify=client.verify,  # else REQUESTS_CA_BUNDLE would override it
         ) as response:
             body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
             status, headers = response.status_code, response.headers
     except (requests.RequestException, OSError, ValueError) as exc:
-        raise IssuerUnreachableError(
-            f"Could not reach the issuer {issuer} at {url} ({type(exc).__name__}:"
-            f" {excerpt(str(exc), 160)}). Check the issuer URL, DNS, proxy settings and network.",
-            issuer=issuer,
-        ) from None
+        found = unreachable(url, exc, what=f"the issuer {issuer} at")
+        raise IssuerUnreachableError(str(found), issuer=issuer) from None
     finally:
         if session is None:
             client.close()

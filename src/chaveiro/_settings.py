@@ -49,6 +49,8 @@ _RESERVED = frozenset(
         "refresh_token",
     }
 )
+_DEFAULT_ALGS = {"client_secret_jwt": "HS256", "private_key_jwt": "RS256"}
+"""The signing algorithm of each JWT auth method when ``signing_alg`` is not given."""
 _KEY_TYPES = {"RS": "RSAKey", "PS": "RSAKey", "ES": "ECKey", "Ed": "OKPKey"}
 """joserfc key class by the first two letters of the signing algorithm."""
 
@@ -105,6 +107,23 @@ class ClientSettings:
                 f"auth_method={self.auth_method!r} needs a non-empty client secret."
             )
 
+    @property
+    def alg(self) -> str | None:
+        """The algorithm that signs client assertions; ``None`` for methods that sign none."""
+        default = _DEFAULT_ALGS.get(self.auth_method)
+        return None if default is None else self.signing_alg or default
+
+    @property
+    def client_auth(self) -> tuple[str, ...]:
+        """How the client authenticates, as its identity counts it.
+
+        The auth method, and for the JWT methods the signing algorithm and key id: a
+        provider that refuses one way of authenticating may accept another, so a
+        failure (and its cool-down) with one is not another's.
+        """
+        alg = self.alg
+        return (self.auth_method,) if alg is None else (self.auth_method, alg, self.key_id or "")
+
     def signing_key(self) -> OctKey | RSAKey | ECKey | OKPKey:
         """The key that signs client assertions (JWT auth methods only)."""
         from joserfc import jwk  # noqa: PLC0415 - JWT auth methods only: keeps import cheap
@@ -114,7 +133,7 @@ class ClientSettings:
             # and the provider, not the user, chose the secret.
             secret = (self.client_secret or "").encode()
             return jwk.OctKey(secret, secret)
-        alg = self.signing_alg or "RS256"
+        alg = self.alg or ""
         type_name = _KEY_TYPES.get(alg[:2])
         if type_name is None:
             raise ConfigurationError(f"signing_alg={alg!r} is not supported for private_key_jwt.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -38,6 +38,7 @@ __all__ = [
     "Sleep",
     "Step",
     "Wait",
+    "obtain_async",
     "run_async",
     "run_sync",
 ]
@@ -245,3 +246,27 @@ async def run_async(flow: Flow, cache: TokenCache) -> AsyncGenerator[Send | Deta
                     reply = await _acache_step(cache, step, held_locks)
         finally:
             flow.close()
+
+
+async def obtain_async(
+    flow: Flow, cache: TokenCache, send: Callable[[Send], Awaitable[RawResponse]]
+) -> Token:
+    """Run ``flow`` to its token, awaiting ``send`` for each token request it makes.
+
+    ``send`` raises a :class:`TokenError` for a failed request; the flow decides
+    what it means (a retry, a cool-down, the caller's error).
+    """
+    driver = run_async(flow, cache)
+    try:
+        item = await driver.asend(None)
+        while isinstance(item, Send):
+            try:
+                raw = await send(item)
+            except TokenError as exc:
+                item = await driver.athrow(exc)
+            else:
+                item = await driver.asend(raw)
+    finally:
+        await driver.aclose()
+    assert isinstance(item, Token)
+    return item

@@ -203,6 +203,8 @@ class Identity:
     secret_digest: str = field(repr=False)
     cert_thumbprint: str | None = None
     """SHA-256 thumbprint of the client certificate (mTLS); tokens are bound to it."""
+    client_auth: tuple[str, ...] = ()
+    """How the client authenticates (auth method; for JWTs the algorithm and key id)."""
     key: str = field(init=False, repr=False, compare=False)
     """A cache key: a hash of all the above, safe for file names and Redis keys."""
 
@@ -217,6 +219,8 @@ class Identity:
         ]
         if self.cert_thumbprint is not None:  # keys without a certificate stay as they were
             parts.append(self.cert_thumbprint)
+        if self.client_auth:
+            parts.append(["auth", *self.client_auth])
         canonical = json.dumps(parts)
         object.__setattr__(self, "key", hashlib.sha256(canonical.encode()).hexdigest()[:40])
 
@@ -230,12 +234,18 @@ class Identity:
         extra: Mapping[str, str] | None = None,
         *,
         thumbprint: str | None = None,
+        client_auth: tuple[str, ...] = (),
     ) -> Identity:
-        """The identity of these settings; ``thumbprint`` is the client certificate's, if any."""
+        """The identity of these settings.
+
+        ``thumbprint`` is the client certificate's, if any; ``client_auth`` says how the
+        client authenticates (:attr:`ClientSettings.client_auth
+        <chaveiro._settings.ClientSettings.client_auth>`).
+        """
         raw = secret.encode() if isinstance(secret, str) else secret
         digest = hashlib.sha256(b"chaveiro-secret\0" + raw).hexdigest()
         pairs = tuple(sorted((extra or {}).items()))
-        return cls(token_url, client_id, scope, pairs, digest, thumbprint or None)
+        return cls(token_url, client_id, scope, pairs, digest, thumbprint or None, client_auth)
 
 
 def jwt_claims(token: str) -> dict[str, object] | None:

@@ -24,6 +24,7 @@ from chaveiro._errors import (
     TokenEndpointUnreachableError,
     excerpt,
 )
+from chaveiro._httpx_family import CORES, LIBRARIES
 from chaveiro._manager import TokenManager
 from chaveiro._token import Token
 
@@ -32,8 +33,7 @@ __all__ = ["AuthCore", "CappedBody", "declared_too_large", "too_large", "unreach
 logger = logging.getLogger("chaveiro")
 
 _TIMEOUTS = (
-    ("httpx", "TimeoutException"),
-    ("httpcore", "TimeoutException"),
+    *((library, "TimeoutException") for library in (*LIBRARIES, *CORES)),
     ("requests", "Timeout"),
     ("aiohttp", "ServerTimeoutError"),
     ("aiohttp", "ConnectionTimeoutError"),
@@ -119,8 +119,13 @@ def _client_cert_refusal(chain: list[BaseException], text: str) -> str | None:
     return None
 
 
-def unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
-    """``exc``, raised while sending a token request to ``url``, as our typed error."""
+def unreachable(
+    url: str, exc: BaseException, *, what: str = "the token endpoint"
+) -> TokenEndpointUnreachableError:
+    """``exc``, raised while sending a token request to ``url``, as our typed error.
+
+    ``what`` names the address in the message (discovery names the issuer).
+    """
     chain = _chain(exc)
     text = " ".join(str(e) for e in chain)
     retryable = None
@@ -157,7 +162,7 @@ def unreachable(url: str, exc: BaseException) -> TokenEndpointUnreachableError:
         reason = type(exc).__name__
         advice = "Check the URL, DNS, proxy settings and network."
     return TokenEndpointUnreachableError(
-        f"Could not reach the token endpoint {url}: {summary} ({type(exc).__name__}:"
+        f"Could not reach {what} {url}: {summary} ({type(exc).__name__}:"
         f" {excerpt(str(exc), 160)}). {advice}",
         token_url=url,
         retryable=retryable,

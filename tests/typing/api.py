@@ -64,14 +64,25 @@ def errors() -> None:
 def shared_caches() -> None:
     on_this_machine: TokenCache = FileCache()
     in_a_directory: TokenCache = FileCache("/var/cache/myapp/tokens")
-    fleet = RedisCache("redis://cache.internal:6379/0", prefix="myapp:")
-    for cache in (on_this_machine, in_a_directory, fleet):
+    fleet = RedisCache("redis://cache.internal:6379/0", prefix="myapp:", lock_lease=2.0)
+    sentinel = RedisCache("redis+sentinel://sentinel-1:26379/mymaster/0")
+    for cache in (on_this_machine, in_a_directory, fleet, sentinel):
         ClientCredentialsAuth("https://idp/token", "id", "secret", cache=cache)
     fleet.close()
+    sentinel.close()
     stored: Token | None = on_this_machine.get("key")
     if stored is not None:
         restored: Token | None = Token.from_json(stored.to_json())
         del restored
+
+
+def redis_clients() -> None:
+    import redis  # noqa: PLC0415 - the optional dependency
+    import redis.asyncio  # noqa: PLC0415
+    from redis.cluster import RedisCluster  # noqa: PLC0415
+
+    RedisCache(client=redis.Redis(), async_client=redis.asyncio.Redis())
+    RedisCache(client=RedisCluster(host="cluster-node-1", port=6379))
 
 
 async def shared_caches_async(cache: TokenCache, token: Token) -> None:

@@ -54,5 +54,8 @@ def discovery_and_registry() -> None:
     auth: ClientCredentialsAuth = ClientCredentialsAuth.from_issuer(
         "https://idp.example.com", client_id="id", client_secret="secret", scope="api"
     )
+    pix: ClientCredentialsAuth = ClientCredentialsAuth.from_issuer(
+        "https://auth.bank.example", "id", client_cert="a.p12", client_cert_password="pw"
+    )
     cidadao: ClientCredentialsAuth = PROVIDERS["cidadao"].from_env()
-    del auth, cidadao
+    del auth, pix, cidadao

@@ -18,8 +18,9 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING
 
 from chaveiro._auth import AuthOptions, ClientCredentialsAuth
-from chaveiro._config import clean
+from chaveiro._config import check_options, clean
 from chaveiro._dialect import Dialect
+from chaveiro._errors import excerpt
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -102,9 +103,9 @@ def _expiry(payload: Mapping[str, object], now: float) -> float | None:
     expires_at = parse_expiry(raw)
     if expires_at is None and raw is not None:
         logger.warning(
-            "cannot read Bitize's expiration_access_token=%.40r; using the token's JWT exp,"
+            "cannot read Bitize's expiration_access_token=%s; using the token's JWT exp,"
             " else a default lifetime",
-            raw,
+            excerpt(repr(raw)[:400], 40),
         )
     return expires_at
 
@@ -145,6 +146,7 @@ class BitizeAuth(ClientCredentialsAuth):
         token_url: str = TOKEN_URL,
         **options: Unpack[AuthOptions],
     ) -> None:
+        check_options(type(self).__name__, options)
         key = clean("consumer_key", consumer_key)
         secret = clean("secret_key", secret_key)
         assert key is not None

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from chaveiro._auth import AuthOptions, ClientCredentialsAuth
+from chaveiro._config import check_options
 from chaveiro._dialect import Dialect
 from chaveiro._errors import MissingSettingError
 from chaveiro._token import normalize_scope
@@ -54,6 +55,7 @@ class CidadaoAuth(ClientCredentialsAuth):
         token_url: str = TOKEN_URL,
         **options: Unpack[AuthOptions],
     ) -> None:
+        check_options(type(self).__name__, options)
         if normalize_scope(scope) is None:
             raise MissingSettingError(
                 "scope is required: Acesso Cidadão refuses a token request without one. Pass"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chaveiro._auth import AuthOptions, ClientCredentialsAuth
+from chaveiro._config import check_options
 from chaveiro._dialect import Dialect
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class ScorePositivoAuth(ClientCredentialsAuth):
         token_url: str = TOKEN_URL,
         **options: Unpack[AuthOptions],
     ) -> None:
+        check_options(type(self).__name__, options)
         super().__init__(
             token_url, client_id, client_secret, auth_method="client_secret_json", **options
         )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from chaveiro._auth import AuthOptions, ClientCredentialsAuth
-from chaveiro._config import clean
+from chaveiro._config import check_options, clean
 from chaveiro._dialect import Dialect
 from chaveiro._errors import MissingSettingError
 
@@ -66,6 +66,7 @@ class StackSpotAuth(ClientCredentialsAuth):
         use_refresh_token: bool = True,
         **options: Unpack[AuthOptions],
     ) -> None:
+        check_options(type(self).__name__, options)
         key = clean("client_key", client_key)
         if token_url is None:
             name = clean("realm", realm, required=False)

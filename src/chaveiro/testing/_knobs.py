@@ -12,7 +12,9 @@ from chaveiro.testing._wire import DialectError, Response, json_response, num
 
 __all__ = ["Failure", "FailureKind"]
 
-FailureKind = Literal["status", "html", "malformed", "missing_token", "reject", "slow", "drop"]
+FailureKind = Literal[
+    "status", "empty", "html", "malformed", "missing_token", "reject", "slow", "drop"
+]
 
 _T = TypeVar("_T")
 
@@ -32,6 +34,16 @@ class Failure:
         if not 400 <= code <= 599:
             raise ValueError("Failure.status needs a 4xx or 5xx code")
         return cls("status", code, _retry_after(retry_after))
+
+    @classmethod
+    def empty(cls, code: int = 403) -> Failure:
+        """Answer HTTP ``code`` (4xx/5xx) with an empty body.
+
+        Glewlwyd refuses every client authentication so, with a 403.
+        """
+        if not 400 <= code <= 599:
+            raise ValueError("Failure.empty needs a 4xx or 5xx code")
+        return cls("empty", code)
 
     @classmethod
     def too_many(cls, *, retry_after: str | float | None = None) -> Failure:
@@ -83,6 +95,8 @@ def failure_response(failure: Failure, render: Callable[[DialectError], Response
     if failure.kind == "status":
         error = {429: "too_many_requests", 503: "temporarily_unavailable"}.get(code)
         resp = json_response(code, rfc6749_shape(error or "server_error", f"simulated HTTP {code}"))
+    elif failure.kind == "empty":
+        resp = Response(code, b"", "text/plain")
     elif failure.kind == "html":
         page = f"<html><body><h1>{code} Error</h1><p>Simulated failure.</p></body></html>"
         resp = Response(code, page.encode(), "text/html; charset=utf-8")

@@ -12,11 +12,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from chaveiro.testing._server import FakeTokenServer
-from chaveiro.testing._state import reset
+if TYPE_CHECKING:
+    from chaveiro.testing._server import FakeTokenServer
+
+# pytest loads this plugin at every start, in every project that has chaveiro installed:
+# the fake server (cryptography, joserfc) and chaveiro's state load when a fixture is used.
 
 __all__ = [
     "TEST_CLIENT_ID",
@@ -33,6 +37,8 @@ TEST_CLIENT_SECRET = "test-secret-0123456789"
 @pytest.fixture
 def chaveiro_reset() -> Iterator[None]:
     """Forget every token, flight and cool-down chaveiro holds in this process."""
+    from chaveiro.testing._state import reset  # noqa: PLC0415 - see above
+
     reset()
     yield
     reset()
@@ -41,6 +47,8 @@ def chaveiro_reset() -> Iterator[None]:
 @pytest.fixture
 def fake_token_server(chaveiro_reset: None) -> Iterator[FakeTokenServer]:
     """A running local provider (every dialect) with the test client registered."""
+    from chaveiro.testing._server import FakeTokenServer  # noqa: PLC0415 - see above
+
     with FakeTokenServer() as server:
         server.add_client(TEST_CLIENT_ID, TEST_CLIENT_SECRET)
         yield server
