@@ -23,9 +23,8 @@ from hypothesis import strategies as st
 from chaveiro import ConfigurationError, MemoryCache, Token
 from chaveiro._caches import DEFAULT_MAX_ENTRIES, default_cache
 from chaveiro._slots import SWEEP_KEPT, count, hold, keys, sweep
-from chaveiro._token import Identity
 from chaveiro.testing import FakeTokenServer, reset
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock
+from tests.conftest import FakeClock
 
 LIFETIME = 3600.0
 
@@ -59,7 +58,6 @@ def test_dropped_identities_go_once_expired_with_normal_activity(server, make_au
     for auth in tenants:
         auth.get_token()
     mine = {auth._manager.identity.key for auth in tenants}
-    hot = Identity.of(server.oauth_token_url, CLIENT_ID, CLIENT_SECRET, "hot").key
     assert keys(cache) - before == mine
     assert len(cache._tokens) == 300
     peak = sys.getsizeof(cache._tokens._items)
@@ -68,6 +66,7 @@ def test_dropped_identities_go_once_expired_with_normal_activity(server, make_au
     del tenants, auth
     gc.collect()
     _activity(make_auth, clock, cache, 5)
+    hot = make_auth(scope="hot", clock=clock)._manager.identity.key
     # Not expired yet: a tenant's next auth object still finds its token.
     assert keys(cache) - before == mine | {hot}
     make_auth(scope="tenant-7", clock=clock).get_token()
