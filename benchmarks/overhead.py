@@ -1,10 +1,13 @@
 """Per-request cost of chaveiro with a warm token, next to two baselines.
 
 - "by hand": the caller sets the Authorization header itself;
-- "floor": the smallest possible plugin, an AuthBase + httpx.Auth that sets a fixed header.
+- "floor": the smallest possible plugin of the same library, an AuthBase, an httpx.Auth
+  or an httpx2.Auth that sets a fixed header.
 
-Prints µs per call of the auth step alone, and end-to-end µs per request against
-a local server (median of interleaved rounds). Figures, not assertions.
+Prints µs per call of the auth step alone (requests, httpx, and httpx2 when it is
+installed), and end-to-end µs per request against a local server (median of
+interleaved rounds), each with its ratio to the floor (goals: auth step <= 1.3x,
+end to end <= 1.03x). Figures, not assertions.
 
 Then the cost of telemetry on that auth step: the same warm-token measurement in
 child processes where opentelemetry cannot be imported, where opentelemetry-api
@@ -27,11 +30,14 @@ if "--without-opentelemetry" in sys.argv:  # before anything can import it
 
     sys.meta_path.insert(0, _Blocker())
 
+import importlib.util
 import json
 import statistics
 import subprocess
 import time
 from collections.abc import Callable, Generator
+from types import ModuleType
+from typing import Any
 
 import httpx
 import requests
@@ -57,6 +63,29 @@ class Floor(requests.auth.AuthBase, httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = self.header
         yield request
+
+
+def floor_of(library: ModuleType, header: str) -> Any:
+    """The floor plugin as an ``Auth`` of ``library`` (httpx2 checks its own ``Auth`` class)."""
+    if library is httpx:
+        return Floor(header)
+
+    class LibraryFloor(library.Auth):  # type: ignore[misc,name-defined]
+        def auth_flow(self, request: Any) -> Generator[Any, Any, None]:
+            request.headers["Authorization"] = header
+            yield request
+
+    return LibraryFloor()
+
+
+def family() -> list[ModuleType]:
+    """httpx, and httpx2 when it is installed."""
+    found = [httpx]
+    if importlib.util.find_spec("httpx2") is not None:
+        import httpx2  # noqa: PLC0415 - optional
+
+        found.append(httpx2)
+    return found
 
 
 def per_call(fn: Callable[[], object], calls: int) -> float:
@@ -95,51 +124,53 @@ def auth_step(auth: ClientCredentialsAuth, floor: Floor, header: str, url: str) 
     )
     report("requests auth step (µs/call)", figures)
 
-    hx = httpx.Request("GET", url)
+    for library in family():
+        hx = library.Request("GET", url)
+        plugin_floor = floor_of(library, header)
 
-    def httpx_variant(plugin: httpx.Auth | None) -> Callable[[], float]:
-        def by_hand() -> None:
-            hx.headers["Authorization"] = header
+        def httpx_variant(plugin: Any, hx: Any = hx) -> Callable[[], float]:
+            def by_hand() -> None:
+                hx.headers["Authorization"] = header
 
-        def flow() -> None:
-            assert plugin is not None
-            next(plugin.sync_auth_flow(hx))
+            def flow() -> None:
+                next(plugin.sync_auth_flow(hx))
 
-        return lambda: per_call(by_hand if plugin is None else flow, STEP_CALLS)
+            return lambda: per_call(by_hand if plugin is None else flow, STEP_CALLS)
 
-    figures = median_rounds(
-        {
-            "by hand": httpx_variant(None),
-            "floor": httpx_variant(floor),
-            "chaveiro": httpx_variant(auth),
-        }
-    )
-    report("httpx auth step, sync_auth_flow to its first yield (µs/call)", figures)
+        figures = median_rounds(
+            {
+                "by hand": httpx_variant(None),
+                "floor": httpx_variant(plugin_floor),
+                "chaveiro": httpx_variant(auth),
+            }
+        )
+        name = library.__name__
+        report(f"{name} auth step, sync_auth_flow to its first yield (µs/call)", figures)
 
 
 def end_to_end(auth: ClientCredentialsAuth, floor: Floor, url: str) -> None:
     r_floor, r_ours = requests.Session(), requests.Session()
     r_floor.auth, r_ours.auth = floor, auth
-    h_floor, h_ours = httpx.Client(auth=floor), httpx.Client(auth=auth)
-    for session in (r_floor, r_ours):
-        session.get(url)
-    for client in (h_floor, h_ours):
-        client.get(url)
-    figures = median_rounds(
-        {
-            "requests floor": lambda: per_call(lambda: r_floor.get(url), E2E_CALLS),
-            "requests chaveiro": lambda: per_call(lambda: r_ours.get(url), E2E_CALLS),
-            "httpx floor": lambda: per_call(lambda: h_floor.get(url), E2E_CALLS),
-            "httpx chaveiro": lambda: per_call(lambda: h_ours.get(url), E2E_CALLS),
-        }
-    )
+    clients = {"requests": (r_floor, r_ours)}
+    for library in family():
+        header = floor_of(library, auth.get_token().authorization)
+        clients[library.__name__] = (library.Client(auth=header), library.Client(auth=auth))
+    for pair in clients.values():
+        for client in pair:
+            client.get(url)
+    variants: dict[str, Callable[[], float]] = {}
+    for name, (theirs, ours) in clients.items():
+        variants[f"{name} floor"] = lambda c=theirs: per_call(lambda: c.get(url), E2E_CALLS)
+        variants[f"{name} chaveiro"] = lambda c=ours: per_call(lambda: c.get(url), E2E_CALLS)
+    figures = median_rounds(variants)
     report("end to end against the local server (µs/request, median of rounds)", figures)
-    print(
-        f"  ratio requests: {figures['requests chaveiro'] / figures['requests floor']:.3f}x,"
-        f" httpx: {figures['httpx chaveiro'] / figures['httpx floor']:.3f}x"
+    ratios = ", ".join(
+        f"{name}: {figures[f'{name} chaveiro'] / figures[f'{name} floor']:.3f}x" for name in clients
     )
-    h_floor.close()
-    h_ours.close()
+    print(f"  ratio {ratios}")
+    for pair in clients.values():
+        for client in pair:
+            client.close()
 
 
 def report(title: str, figures: dict[str, float]) -> None:

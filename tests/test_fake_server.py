@@ -67,8 +67,11 @@ def claims_of(token: str) -> dict[str, Any]:
     return claims
 
 
-def make_jwt(alg: str, claims: dict[str, Any], sign: Callable[[bytes], bytes]) -> str:
-    head = b64u(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+def make_jwt(
+    alg: str, claims: dict[str, Any], sign: Callable[[bytes], bytes], typ: str | None = "JWT"
+) -> str:
+    header = {"alg": alg} if typ is None else {"alg": alg, "typ": typ}
+    head = b64u(json.dumps(header).encode())
     signing_input = f"{head}.{b64u(json.dumps(claims).encode())}"
     return f"{signing_input}.{b64u(sign(signing_input.encode()))}"
 
@@ -126,6 +129,8 @@ def good_request(http: httpx.Client, server: FakeTokenServer, dialect: str) -> h
     if dialect == "bitize":
         body = {"consumer_key": CID, "secret_key": SECRET}
         return http.post(server.bitize_token_url, json=body)
+    if dialect == "entra":
+        return http.post(server.entra_token_url(), data=CC, headers=basic(CID, SECRET))
     return scorepositivo(http, server, SP_BODY)
 
 
@@ -260,8 +265,58 @@ def test_client_secret_jwt(http, server):
     """An HS256 assertion signed with the client secret authenticates the client."""
     resp = post_assertion(http, server, make_jwt("HS256", assertion_claims(server), hs256(SECRET)))
     assert resp.status_code == 200, resp.text
-    claims = assertion_claims(server, aud=[server.oauth_token_url, "other"])
+    claims = assertion_claims(server, aud=[server.oauth_token_url])
     assert post_assertion(http, server, make_jwt("HS256", claims, hs256(SECRET))).status_code == 200
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "client-authentication+jwt", "application/jwt"])
+@pytest.mark.parametrize("aud", ["issuer", "token_endpoint"])
+def test_assertion_audience_and_type_accepted(http, server, typ, aud):
+    """The issuer (RFC 10070) or the token endpoint as aud; no typ, JWT or RFC 10070's typ."""
+    audience = server.issuer if aud == "issuer" else server.oauth_token_url
+    jwt = make_jwt("HS256", assertion_claims(server, aud=audience), hs256(SECRET), typ)
+    assert post_assertion(http, server, jwt).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("aud", "typ"),
+    [
+        ("both", "client-authentication+jwt"),  # audience injection: a second audience
+        ("elsewhere", "client-authentication+jwt"),
+        ("issuer", "at+jwt"),  # an access token, replayed as an assertion
+    ],
+)
+def test_assertion_audience_and_type_refused(http, server, aud, typ):
+    """Two audiences, another server's, or a JWT of another type are invalid_client."""
+    audience = {
+        "both": [server.issuer, "https://other.example"],
+        "elsewhere": "https://other.example/token",
+        "issuer": server.issuer,
+    }[aud]
+    jwt = make_jwt("HS256", assertion_claims(server, aud=audience), hs256(SECRET), typ)
+    resp = post_assertion(http, server, jwt)
+    assert (resp.status_code, resp.json()["error"]) == (401, "invalid_client")
+
+
+@pytest.mark.parametrize(
+    ("aud", "typ", "status"),
+    [
+        ("issuer", "client-authentication+jwt", 200),
+        ("token_endpoint", "client-authentication+jwt", 401),
+        ("issuer", "JWT", 401),
+        ("issuer_list", "client-authentication+jwt", 401),
+    ],
+)
+def test_strict_assertions(http, server, aud, typ, status):
+    """strict_assertions: RFC 10070 only - the issuer as one string, and its typ."""
+    server.strict_assertions = True
+    audience = {
+        "issuer": server.issuer,
+        "issuer_list": [server.issuer],
+        "token_endpoint": server.oauth_token_url,
+    }[aud]
+    jwt = make_jwt("HS256", assertion_claims(server, aud=audience), hs256(SECRET), typ)
+    assert post_assertion(http, server, jwt).status_code == status
 
 
 @pytest.mark.parametrize(
@@ -812,10 +867,10 @@ def test_counters_and_records(http, server):
     """Counters, grants, issued tokens and request logs track what happened; reset zeroes them."""
     for dialect in DIALECTS:
         assert good_request(http, server, dialect).status_code == 200
-    assert server.token_requests == 5
+    assert server.token_requests == 6
     assert server.token_requests_by_dialect == dict.fromkeys(DIALECTS, 1)
-    assert server.grants == ["client_credentials"] * 5
-    assert len(server.issued_tokens) == 7  # five access tokens, StackSpot and Bitize refresh tokens
+    assert server.grants == ["client_credentials"] * 6
+    assert len(server.issued_tokens) == 8  # six access tokens, StackSpot and Bitize refresh tokens
     record = server.token_request_log[0]
     assert (record.method, record.path, record.dialect) == ("POST", "/oauth2/token", "oauth")
     assert record.headers["content-type"] == "application/x-www-form-urlencoded"

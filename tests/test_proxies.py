@@ -255,6 +255,9 @@ def test_aiohttp_token_request_follows_the_api_requests_proxy(
             for _ in range(2):
                 async with session.get(api.url(), **on_request) as response:
                     assert response.status == 200
+        # aiohttp's advice for a graceful shutdown: TLS transports (here inside proxy
+        # tunnels) finish closing on the next turns of the loop.
+        await asyncio.sleep(0.25)
 
     asyncio.run(main())
     _tunnelled(proxy, tls_server, api)

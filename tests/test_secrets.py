@@ -254,3 +254,66 @@ def test_a_warning_about_a_field_hides_the_secret(caplog: pytest.LogCaptureFixtu
     assert token.access_token == "t-1"
     assert "expires_in" in caplog.text
     assert_no_secrets([caplog.text], ["hunter2"])
+
+
+def test_no_supplied_assertion_in_any_log_or_error(caplog: pytest.LogCaptureFixture, tmp_path):
+    """A supplied client assertion that the endpoint echoes back is cut out of every error.
+
+    The assertion here is short (not token-looking), so only the scrub of what was
+    sent can keep it out; the endpoint quotes it in its error_description.
+    """
+    import json  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+    from urllib.parse import parse_qs  # noqa: PLC0415
+
+    assertion = "sa.tok3n.echoed"
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            sent = parse_qs(self.rfile.read(length).decode()).get("client_assertion", [""])[0]
+            body = json.dumps(
+                {"error": "invalid_client", "error_description": f"bad assertion {sent}"}
+            ).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Echo", sent)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    caplog.set_level(logging.DEBUG)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    texts: list[str] = []
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/token"
+        token_file = tmp_path / "token"
+        token_file.write_text(assertion + "\n")
+        for index, source in enumerate(
+            [{"client_assertion": lambda: assertion}, {"client_assertion_file": token_file}]
+        ):
+            auth = ClientCredentialsAuth(url, f"client-{index}", **source)  # type: ignore[arg-type]
+            texts.extend([repr(auth), str(auth)])
+            for use in (
+                auth.get_token,
+                lambda auth=auth: requests.get(url, auth=auth, timeout=5),
+                lambda auth=auth: httpx.Client(auth=auth).get(url),
+            ):
+                with pytest.raises(ChaveiroError) as caught:
+                    use()
+                texts.extend(_texts_of(caught.value))
+                texts.append(repr(vars(caught.value)))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    texts.extend(record.getMessage() for record in caplog.records)
+    texts.extend(str(record.__dict__) for record in caplog.records)
+    assert any("bad assertion" in text for text in texts)  # the echo was seen, scrubbed
+    assert_no_secrets(texts, [assertion])

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from chaveiro._certs import ClientTLS, client_tls
     from chaveiro._errors import (
         ChaveiroError,
+        ClientAssertionError,
         ClientCertificateError,
         ConfigurationError,
         CredentialsRejectedError,
@@ -41,6 +42,7 @@ __all__ = [
     "BitizeAuth",
     "ChaveiroError",
     "CidadaoAuth",
+    "ClientAssertionError",
     "ClientCertificateError",
     "ClientCredentialsAuth",
     "ClientTLS",
@@ -72,6 +74,7 @@ _SOURCES = {
     "chaveiro._certs": ("ClientTLS", "client_tls"),
     "chaveiro._errors": (
         "ChaveiroError",
+        "ClientAssertionError",
         "ClientCertificateError",
         "ConfigurationError",
         "CredentialsRejectedError",

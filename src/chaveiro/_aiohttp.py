@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-from urllib.request import proxy_bypass
 
 from chaveiro._errors import ConfigurationError
 from chaveiro._steps import RawResponse, Send, obtain_async
@@ -190,6 +189,8 @@ def _proxy_of(request: ClientRequest, token_url: str) -> dict[str, Any]:
     """
     if request.proxy is None:
         return {}
+    from urllib.request import proxy_bypass  # noqa: PLC0415 - with a proxy only
+
     if request.session.trust_env and proxy_bypass(urlsplit(token_url).hostname or ""):
         return {}
     return {

@@ -8,6 +8,7 @@ constructor, the presentation, and the other ways to build one.
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 from collections.abc import Iterable, Mapping
@@ -16,9 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import requests
 
 from chaveiro._aiohttp import AiohttpMiddleware
+from chaveiro._assertions import AssertionSource, check_assertions
 from chaveiro._caches import TokenCache, default_cache
 from chaveiro._certs import ClientCert, ClientTLS, client_tls
 from chaveiro._config import (
+    CREDENTIAL_ALTERNATIVES,
     DEFAULT_TIMEOUT,
     AuthOptions,
     EnvField,
@@ -79,6 +82,10 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         key_id: str | None = None,
         client_cert: ClientCert | ClientTLS | None = None,
         client_cert_password: str | bytes | None = None,
+        issuer: str | None = None,
+        assertion_audience: str = "issuer",
+        client_assertion: AssertionSource | None = None,
+        client_assertion_file: str | os.PathLike[str] | None = None,
         body_format: str | None = None,
         grant_type_in: str | None = None,
         cache: TokenCache | None = None,
@@ -99,7 +106,19 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         cid = clean("client_id", client_id)
         assert cid is not None
         tls = _load_client_cert(client_cert, client_cert_password, auth_method)
+        assertions = check_assertions(
+            type(self).__name__,
+            url,
+            auth_method,
+            client_secret or private_key,
+            issuer,
+            assertion_audience,
+            client_assertion,
+            client_assertion_file,
+            allow_insecure_http,
+        )
         no_secret = private_key is not None or auth_method in CERTIFICATE_METHODS
+        no_secret = no_secret or assertions.source is not None
         secret = clean("client_secret", client_secret, required=not no_secret)
         if isinstance(private_key, str):
             private_key = encodable("private_key", private_key).encode()
@@ -121,7 +140,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             token_url=url,
             client_id=cid,
             client_secret=secret,
-            auth_method=auth_method,
+            auth_method="private_key_jwt" if assertions.source else auth_method,
             scope=encodable("scope", normalize_scope(scope) or "") or None,
             extra=tuple(sorted(extra.items())),
             private_key=private_key,
@@ -129,6 +148,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             key_id=key_id,
             body_format=body_format,  # type: ignore[arg-type]  # checked by ClientSettings
             grant_type_in=grant_type_in,  # type: ignore[arg-type]
+            assertions=assertions,
         )
         identity = Identity.of(
             url,
@@ -138,6 +158,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             extra,
             thumbprint=None if tls is None else tls.thumbprint,
             client_auth=self._settings.client_auth,
+            assertion_source=assertions.source_id,
         )
         self._cache = cache if cache is not None else default_cache()
         self.replay_on_401 = replay_on_401
@@ -241,15 +262,15 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
     env_fields: ClassVar[tuple[EnvField, ...]] = (
         ("token_url", "TOKEN_URL", True),
         ("client_id", "CLIENT_ID", True),
-        ("client_secret", "CLIENT_SECRET", "client_cert"),
+        ("client_secret", "CLIENT_SECRET", ("client_cert", *CREDENTIAL_ALTERNATIVES)),
         ("scope", "SCOPE", False),
     )
     """``(argument, variable suffix, required)`` read by :meth:`from_env`.
 
-    ``required`` may also name another argument: the variable is then required
-    unless that argument is given (as a keyword or through its own variable).
-    Every class also reads ``CLIENT_CERT`` and ``CLIENT_CERT_PASSWORD``
-    (:data:`~chaveiro._config.COMMON_ENV_FIELDS`).
+    ``required`` may also name other arguments: the variable is then required
+    unless one of them is given (as a keyword or through its own variable).
+    Every class also reads ``CLIENT_CERT``, ``CLIENT_CERT_PASSWORD`` and
+    ``CLIENT_ASSERTION_FILE`` (:data:`~chaveiro._config.COMMON_ENV_FIELDS`).
     """
 
     @classmethod
@@ -288,16 +309,16 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
 
         ``GET <issuer>/.well-known/openid-configuration`` gives the token endpoint
         and the client authentication methods it accepts: ``private_key_jwt`` when
-        ``private_key`` is given; with a client certificate and no secret,
-        ``tls_client_auth`` (or ``self_signed_tls_client_auth``); else the first of
-        ``client_secret_basic``, ``client_secret_post`` and ``client_secret_jwt``
-        that it lists (``auth_method=`` overrides the choice). With a client
-        certificate, the issuer's mTLS alias of the token endpoint (RFC 8705 §5)
-        is used when it names one. The document is fetched the way the token
-        requests will be sent: through ``session`` (with its ``verify``) if given,
-        else presenting ``client_cert`` and trusting its CAs. Each issuer is
-        discovered once per process. Other keyword arguments are those of the
-        constructor.
+        ``private_key`` or a client assertion is given; with a client certificate and
+        no secret, ``tls_client_auth`` (or ``self_signed_tls_client_auth``); else the
+        first of ``client_secret_basic``, ``client_secret_post`` and
+        ``client_secret_jwt`` that it lists (``auth_method=`` overrides the choice).
+        With a client certificate, the issuer's mTLS alias of the token endpoint (RFC
+        8705 §5) is used when it names one. The issuer becomes the audience of client
+        assertions (RFC 10070). The document is fetched the way the token requests
+        will be sent: through ``session`` (with its ``verify``) if given, else
+        presenting ``client_cert`` and trusting its CAs. Each issuer is discovered
+        once per process. Other keyword arguments are those of the constructor.
         """
         if not str(issuer or "").strip():  # None from os.environ.get, say
             raise MissingSettingError(
@@ -313,12 +334,14 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             allow_insecure_http=allow_insecure_http,
             what="token_endpoint",
         )
+        signs = private_key is not None or any(k in kwargs for k in CREDENTIAL_ALTERNATIVES)
         certificate: CertificateKind | None = None
-        if tls is not None and not client_secret and private_key is None:  # only a certificate
+        if tls is not None and not client_secret and not signs:  # only a certificate
             certificate = "self-signed" if tls.self_signed else "issued"
         method = auth_method or choose_auth_method(
-            metadata, private_key=private_key is not None, certificate=certificate
+            metadata, private_key=signs, certificate=certificate
         )
+        kwargs.setdefault("issuer", metadata.issuer)  # the audience of client assertions
         return cls(
             token_url=token_url,
             client_id=client_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlsplit
 
@@ -46,14 +46,19 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhos
 HostMatcher = tuple[frozenset[str], tuple[str, ...]]
 """``only_hosts`` compiled: exact host names, and suffixes (``.example.org``)."""
 
-EnvField = tuple[str, str, "bool | str"]
-"""``(argument, variable suffix, required)``; ``required`` may name another argument."""
+EnvField = tuple[str, str, "bool | str | tuple[str, ...]"]
+"""``(argument, variable suffix, required)``; ``required`` may name other arguments instead."""
+
+CREDENTIAL_ALTERNATIVES = ("client_assertion_file", "client_assertion")
+"""What may stand in for a secret's environment variable."""
 
 COMMON_ENV_FIELDS: tuple[EnvField, ...] = (
     ("client_cert", "CLIENT_CERT", False),
     ("client_cert_password", "CLIENT_CERT_PASSWORD", False),
+    ("client_assertion_file", "CLIENT_ASSERTION_FILE", False),
 )
-"""Read by the ``from_env()`` of every class, on top of its own ``env_fields``."""
+"""Read by the ``from_env()`` of every class, on top of its own ``env_fields``; the assertion
+file stands in for a secret."""
 
 
 class AuthOptions(TypedDict, total=False):
@@ -62,6 +67,8 @@ class AuthOptions(TypedDict, total=False):
     cache: TokenCache | None
     client_cert: ClientCert | ClientTLS | None
     client_cert_password: str | bytes | None
+    client_assertion: Callable[[], str] | None
+    client_assertion_file: str | os.PathLike[str] | None
     leeway: float
     replay_on_401: bool
     renew_on: Iterable[int]
@@ -234,8 +241,11 @@ def read_env(
             continue
         if required is True:
             missing.append(variables[argument])
-        elif required not in kwargs:
-            missing.append(f"{variables[argument]} (or {variables.get(required, required)})")
+            continue
+        others = (required,) if isinstance(required, str) else required
+        if not any(other in kwargs for other in others):
+            instead = ", ".join(variables[other] for other in others if other in variables)
+            missing.append(f"{variables[argument]} (or {instead})")
     if missing:
         plural = len(missing) > 1
         raise MissingSettingError(

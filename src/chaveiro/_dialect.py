@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote_plus, urlencode
 
+from chaveiro._assertions import ASSERTION_TYPE
 from chaveiro._errors import (
     CredentialsRejectedError,
     InvalidTokenResponseError,
@@ -52,8 +53,9 @@ MAX_BODY_BYTES = 1024 * 1024
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 """Visible ASCII: what an access token may hold to be sent as ``Bearer <token>``."""
 
-_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-_ASSERTION_LIFETIME = 300
+_ASSERTION_LIFETIME = 120
+"""Seconds a client assertion chaveiro signs is valid: well inside Auth0's 300 s limit, and long
+enough for a clock a minute or two apart from the server's."""
 _HINTS = {
     "invalid_client": "Check the client id and secret.",
     "unauthorized_client": "The client may not use this grant: enable it at the provider.",
@@ -110,21 +112,31 @@ def _basic(client_id: str, secret: str) -> str:
 
 
 def _assertion(settings: ClientSettings, now: float) -> str:
+    """A client assertion signed now, as RFC 10070 has it.
+
+    ``typ: client-authentication+jwt``; ``iss`` = ``sub`` = the client id; ``aud``
+    = the issuer when known (else the token endpoint, or what
+    ``assertion_audience`` says), as one string; a new ``jti`` at every call,
+    so every token request (each retry too) sends a new assertion.
+    """
     from authlib.oauth2.rfc7523 import (  # noqa: PLC0415 - JWT auth methods only
         client_secret_jwt_sign,
         private_key_jwt_sign,
     )
 
     key = settings.signing_key()
-    options: dict[str, object] = {"issued_at": int(now), "expires_in": _ASSERTION_LIFETIME}
-    if settings.key_id:
-        options["header"] = {"kid": settings.key_id}
-    options["alg"] = settings.alg
+    options: dict[str, object] = {
+        "issued_at": int(now),
+        "expires_in": _ASSERTION_LIFETIME,
+        "header": settings.assertion_header(),
+        "alg": settings.alg,
+    }
     if settings.auth_method == "client_secret_jwt":
         sign = client_secret_jwt_sign
     else:
         sign = private_key_jwt_sign
-    result = sign(key, settings.client_id, settings.token_url, **options)
+    audience = settings.assertions.audience or settings.token_url
+    result = sign(key, settings.client_id, audience, **options)
     return result.decode() if isinstance(result, bytes) else str(result)
 
 
@@ -134,8 +146,13 @@ def build_request(
     now: float,
     *,
     refresh_token: str | None = None,
+    client_assertion: str | None = None,
 ) -> TokenRequest:
-    """The token request for ``settings``; a refresh-token grant when one is given."""
+    """The token request for ``settings``; a refresh-token grant when one is given.
+
+    ``client_assertion`` is what the settings' assertion source gave for this
+    request: it is sent as it is, in place of any other client authentication.
+    """
     fields: dict[str, str] = {}
     headers = list(dialect.headers)
     if refresh_token is not None:
@@ -147,7 +164,11 @@ def build_request(
         grant = urlencode({"grant_type": fields.pop("grant_type")})
         url = f"{url}{'&' if '?' in url else '?'}{grant}"
     method = settings.auth_method
-    if method == "client_secret_basic":
+    if client_assertion is not None:
+        fields["client_id"] = settings.client_id
+        fields["client_assertion_type"] = ASSERTION_TYPE
+        fields["client_assertion"] = client_assertion
+    elif method == "client_secret_basic":
         headers.append(("Authorization", _basic(settings.client_id, settings.client_secret or "")))
     elif method in ("client_secret_post", "client_secret_json"):
         fields[dialect.id_field] = settings.client_id
@@ -156,7 +177,7 @@ def build_request(
         fields["client_id"] = settings.client_id  # RFC 8705 §2: the certificate is the proof
     else:
         fields["client_id"] = settings.client_id
-        fields["client_assertion_type"] = _ASSERTION_TYPE
+        fields["client_assertion_type"] = ASSERTION_TYPE
         fields["client_assertion"] = _assertion(settings, now)
     if settings.scope and refresh_token is None:
         fields["scope"] = settings.scope
@@ -288,7 +309,8 @@ def parse_response(
 ) -> Token:
     """A token from a token endpoint's answer, or the typed error it amounts to.
 
-    ``secrets`` are what the request carried (the client secret, a refresh token).
+    ``secrets`` are what the request carried (the client secret, a refresh token, a supplied
+    client assertion).
     The answer is parsed as it came; should the provider echo one of them, it is cut
     out of what the error message and the log records show, never out of what is read.
     """

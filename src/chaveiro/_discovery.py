@@ -111,7 +111,8 @@ def parse_configuration(
     aliases = payload.get("mtls_endpoint_aliases")
     alias = aliases.get("token_endpoint") if isinstance(aliases, dict) else None
     mtls = alias.strip() if isinstance(alias, str) and alias.strip() else None
-    return ProviderMetadata(issuer, token_endpoint.strip(), listed, mtls)
+    # The document's own spelling (a trailing slash kept): it is the audience of assertions.
+    return ProviderMetadata(named, token_endpoint.strip(), listed, mtls)
 
 
 CertificateKind = Literal["issued", "self-signed"]

@@ -13,7 +13,8 @@
         ├── CredentialsRejectedError   the provider answered with an RFC 6749 §5.2 error
         ├── TokenEndpointError         the endpoint failed (status and a short body excerpt)
         │   └── TokenEndpointUnreachableError  no HTTP answer at all (DNS, connect, TLS, timeout)
-        └── InvalidTokenResponseError  a 2xx answer that is not a usable token
+        ├── InvalidTokenResponseError  a 2xx answer that is not a usable token
+        └── ClientAssertionError       the client assertion's source (client_assertion=) failed
 
 Messages name what went wrong and what to do. They never hold a client secret,
 an access token or a refresh token: provider bodies are excerpted, capped and
@@ -30,6 +31,7 @@ from typing import TypeVar
 
 __all__ = [
     "ChaveiroError",
+    "ClientAssertionError",
     "ClientCertificateError",
     "ConfigurationError",
     "CredentialsRejectedError",
@@ -265,3 +267,15 @@ class TokenEndpointUnreachableError(TokenEndpointError):
 
 class InvalidTokenResponseError(TokenError):
     """The token endpoint answered 2xx, but not with a usable token."""
+
+
+class ClientAssertionError(TokenError):
+    """The source of an externally supplied client assertion (``client_assertion=``) failed.
+
+    No token request was sent. The cause is chained (``__cause__``) when the
+    source raised; ``source`` names the source, never the assertion.
+    """
+
+    def __init__(self, message: str, *, token_url: str = "", source: str = "") -> None:
+        super().__init__(message, token_url=token_url)
+        self.source = source

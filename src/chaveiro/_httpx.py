@@ -4,7 +4,9 @@ One generator, :meth:`HttpxAuth._plan`, holds every decision of a call: attach
 the token, fetch one first if needed, renew and replay once when the API
 refuses it. It yields instructions; :meth:`~HttpxAuth.sync_auth_flow` and
 :meth:`~HttpxAuth.async_auth_flow` carry them out, blocking or awaiting. They
-differ only in how they drive the token manager and read a body.
+differ only in how they drive the token manager and read a body. With a fresh
+token in hand (nearly every call), a short flow attaches it and hands over to
+the plan's renewal only if the API refuses it.
 
 The libraries share one ``Auth`` protocol: the class is made an ``Auth`` of
 each as it is imported (:mod:`chaveiro._httpx_family`), and each call works
@@ -19,6 +21,7 @@ follows redirects cannot carry the credentials to the redirect's target.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, Generator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -133,10 +136,54 @@ class HttpxAuth(AuthCore, _Family):
     requires_response_body = False
 
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
+        token = self._warm_token(request)
+        if token is not None:
+            return self._warm(request, token)
         return self._drive(self._plan(request, asynchronous=False))
 
     def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+        token = self._warm_token(request)
+        if token is not None:
+            return self._awarm(request, token)
         return self._adrive(self._plan(request, asynchronous=True))
+
+    # ---- the hot path: a fresh token in hand ----------------------------------------------
+
+    def _warm_token(self, request: Any) -> Token | None:
+        """The token to attach at once, if one is fresh and the request's host may have it."""
+        if self._hosts is not None and not self._applies(request.url.host):
+            return None  # the plan passes the request on untouched
+        return self._manager.fresh_token()
+
+    def _warm(self, request: Any, token: Token) -> Generator[Any, Any, None]:
+        """Attach ``token``; the plan takes over only if the API refuses it."""
+        request.headers["Authorization"] = token.authorization
+        response = yield request
+        if self._refused(response, token, request):
+            yield from self._drive(self._renewal(request, response, token, asynchronous=False))
+
+    async def _awarm(self, request: Any, token: Token) -> AsyncGenerator[Any, Any]:
+        """The same as :meth:`_warm`, for an ``AsyncClient``."""
+        request.headers["Authorization"] = token.authorization
+        response = yield request
+        if not self._refused(response, token, request):
+            return
+        flow = self._adrive(self._renewal(request, response, token, asynchronous=True))
+        reply: Any = None
+        try:
+            while True:
+                try:
+                    item = await flow.asend(reply)
+                except StopAsyncIteration:
+                    return
+                try:
+                    reply = yield item
+                except GeneratorExit as exit_:  # httpx closes us: the renewal must know it
+                    with contextlib.suppress(GeneratorExit, StopAsyncIteration):
+                        await flow.athrow(exit_)
+                    raise
+        finally:
+            await flow.aclose()
 
     async def _aget_token_through(self, client: Any) -> Token:
         """The current token, its token request sent through ``client``: an ``AsyncClient``."""
@@ -175,18 +222,28 @@ class HttpxAuth(AuthCore, _Family):
             yield request
             return
         token = self._manager.fresh_token()
-        library = library_of(request)
         if token is None:
+            library = library_of(request)
             token = yield from self._exchange(request, None, library, asynchronous=asynchronous)
         request.headers["Authorization"] = token.authorization
         response = yield request
-        if (
-            not self._renews(response.status_code)
-            or not _answered(response, token)
-            or not _replayable(request)
-        ):
-            return
-        yield _Read(response, capped=False)  # frees its connection while we wait for a token
+        if self._refused(response, token, request):
+            yield from self._renewal(request, response, token, asynchronous=asynchronous)
+
+    def _refused(self, response: Any, token: Token, request: Any) -> bool:
+        """True if ``response`` refused ``token`` and ``request`` can be sent again."""
+        return (
+            self._renews(response.status_code)
+            and _answered(response, token)
+            and _replayable(request)
+        )
+
+    def _renewal(
+        self, request: Any, refused: Any, token: Token, *, asynchronous: bool
+    ) -> Generator[_Instruction, Any, None]:
+        """Renew the ``refused`` token (once for all callers) and send ``request`` again once."""
+        yield _Read(refused, capped=False)  # frees its connection while we wait for a token
+        library = library_of(request)
         stale = token.access_token
         renewed = yield from self._exchange(request, stale, library, asynchronous=asynchronous)
         if renewed.access_token == token.access_token:

@@ -24,12 +24,14 @@ goes on at once with the current token and the rest of the flow runs elsewhere.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from chaveiro import _telemetry
+from chaveiro._assertions import obtain
 from chaveiro._caches import TokenCache
 from chaveiro._dialect import ClientSettings, Dialect, build_request, parse_response
 from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
@@ -40,6 +42,7 @@ from chaveiro._steps import (
     CacheGet,
     CacheLock,
     CacheSet,
+    Call,
     CannotRetry,
     Detach,
     Flow,
@@ -372,9 +375,16 @@ class TokenManager:
         policy, settings = self.policy, self.settings
         started = self.clock()
         attempt = 0
+        source = settings.assertions.source
         while True:
+            assertion = None
+            if source is not None:  # asked once per token request, retries included
+                assertion = yield Call(functools.partial(obtain, source, settings.token_url))
+            sent = (settings.client_secret, refresh, assertion)
             now = self.clock()
-            request = build_request(self.dialect, settings, now, refresh_token=refresh)
+            request = build_request(
+                self.dialect, settings, now, refresh_token=refresh, client_assertion=assertion
+            )
             left = policy.deadline - (now - started)
             grant = self._grant(refresh)
             status = 0
@@ -389,14 +399,14 @@ class TokenManager:
                     raw.headers,
                     raw.body,
                     now,  # lifetimes count from when the request left: conservative
-                    secrets=(settings.client_secret or "", refresh or ""),
+                    secrets=tuple(s for s in sent if s),
                 )
             except CannotRetry as exc:
-                error = self._redacted(exc.error, refresh)
+                error = self._redacted(exc.error, sent)
                 fetch.attempt(grant, _answered(status, error), error)
                 raise error from None
             except TokenError as exc:
-                error = self._redacted(exc, refresh)
+                error = self._redacted(exc, sent)
                 fetch.attempt(grant, _answered(status, error), error)
                 if isinstance(error, CredentialsRejectedError) and refresh is not None:
                     logger.info("refresh token refused (%s); using client credentials", error.error)
@@ -426,9 +436,9 @@ class TokenManager:
         """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""
         return "refresh_token" if refresh is not None else self.dialect.grant_type
 
-    def _redacted(self, error: TokenError, refresh: str | None) -> TokenError:
+    def _redacted(self, error: TokenError, sent: tuple[str | None, ...]) -> TokenError:
         """``error`` without the secrets we sent, should the provider have echoed them."""
-        return redact(error, (self.settings.client_secret or "", refresh or ""))
+        return redact(error, [s for s in sent if s])
 
     def _log_fetch(self, token: Token, held: Token | None, *, refreshed: bool) -> None:
         stats = self.slot.stats

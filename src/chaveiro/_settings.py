@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
+from chaveiro._assertions import ASSERTION_TYP, NO_ASSERTIONS, AssertionSettings, certificate_header
 from chaveiro._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class ClientSettings:
     """Overrides the dialect's ``body_format`` when set."""
     grant_type_in: GrantTypeIn | None = None
     """Overrides the dialect's ``grant_type_in`` when set."""
+    assertions: AssertionSettings = NO_ASSERTIONS
+    """The audience of chaveiro's own assertions, or the source of a supplied one."""
 
     def __post_init__(self) -> None:
         if self.auth_method not in AUTH_METHODS:
@@ -91,10 +94,16 @@ class ClientSettings:
             raise ConfigurationError(
                 f"extra_params may not set {', '.join(bad)}: pass them as their own arguments."
             )
-        if self.auth_method == "private_key_jwt":
+        if self.assertions.source is not None:
+            if self.client_secret or self.private_key:
+                raise ConfigurationError(
+                    "A client assertion replaces the client secret or private key: pass one"
+                    " or the other."
+                )
+        elif self.auth_method == "private_key_jwt":
             if not self.private_key:
                 raise ConfigurationError("auth_method='private_key_jwt' needs private_key=<PEM>.")
-            self.signing_key()  # fail at construction, not at the first request
+            self.assertion_header()  # fail at construction, not at the first request
         elif self.auth_method in CERTIFICATE_METHODS:
             if self.client_secret:
                 raise ConfigurationError(
@@ -107,9 +116,26 @@ class ClientSettings:
                 f"auth_method={self.auth_method!r} needs a non-empty client secret."
             )
 
+    def assertion_header(self) -> dict[str, str]:
+        """The header fields of chaveiro's own assertions, ``alg`` aside (RFC 10070 ``typ``).
+
+        ``kid`` when a key id is given; the certificate's ``x5t#S256`` and ``x5t``
+        when ``private_key`` holds the key's certificate after (or before) the key.
+        """
+        header = {"typ": ASSERTION_TYP}
+        if self.key_id:
+            header["kid"] = self.key_id
+        if self.auth_method == "private_key_jwt" and self.private_key:
+            self.signing_key()  # a key that cannot sign says so before its certificate does
+            header.update(certificate_header(self.private_key))
+        return header
+
     @property
     def alg(self) -> str | None:
-        """The algorithm that signs client assertions; ``None`` for methods that sign none."""
+        """The algorithm that signs client assertions; ``None`` for methods that sign none,
+        and when the assertion is supplied (signed elsewhere)."""
+        if self.assertions.source is not None:
+            return None
         default = _DEFAULT_ALGS.get(self.auth_method)
         return None if default is None else self.signing_alg or default
 

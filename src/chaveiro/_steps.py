@@ -30,6 +30,7 @@ __all__ = [
     "CacheGet",
     "CacheLock",
     "CacheSet",
+    "Call",
     "CannotRetry",
     "Detach",
     "Flow",
@@ -92,6 +93,17 @@ class CannotRetry(Exception):  # noqa: N818 - a signal into the flow, not an err
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """Call ``function`` (blocking: it may read a file or ask another service).
+
+    Reply with what it returns, or throw in what it raises. The async driver
+    runs it in a worker thread, so the event loop never waits on it.
+    """
+
+    function: Callable[[], object]
+
+
+@dataclass(frozen=True, slots=True)
 class Sleep:
     seconds: float
 
@@ -119,7 +131,7 @@ class CacheLock:
     timeout: float
 
 
-Step: TypeAlias = Send | Detach | Sleep | Wait | CacheGet | CacheSet | CacheLock
+Step: TypeAlias = Send | Detach | Call | Sleep | Wait | CacheGet | CacheSet | CacheLock
 Flow: TypeAlias = Generator[Step, Any, Token]
 
 
@@ -209,6 +221,11 @@ def run_sync(flow: Flow, cache: TokenCache) -> Generator[Send | Detach | Token, 
                         reply = yield step
                     except Exception as exc:  # noqa: BLE001 - handed to the flow
                         error = exc
+                elif isinstance(step, Call):
+                    try:
+                        reply = step.function()
+                    except Exception as exc:  # noqa: BLE001 - handed to the flow
+                        error = exc
                 elif isinstance(step, Wait):
                     step.flight.wait(step.timeout)
                 elif isinstance(step, Sleep):
@@ -236,6 +253,13 @@ async def run_async(flow: Flow, cache: TokenCache) -> AsyncGenerator[Send | Deta
                 if isinstance(step, Send | Detach):
                     try:
                         reply = yield step
+                    except Exception as exc:  # noqa: BLE001 - handed to the flow
+                        error = exc
+                elif isinstance(step, Call):
+                    from anyio import to_thread  # noqa: PLC0415 - a token request that needs it
+
+                    try:
+                        reply = await to_thread.run_sync(step.function)
                     except Exception as exc:  # noqa: BLE001 - handed to the flow
                         error = exc
                 elif isinstance(step, Wait):

@@ -205,6 +205,8 @@ class Identity:
     """SHA-256 thumbprint of the client certificate (mTLS); tokens are bound to it."""
     client_auth: tuple[str, ...] = ()
     """How the client authenticates (auth method; for JWTs the algorithm and key id)."""
+    assertion_source: str | None = None
+    """Where a supplied client assertion comes from (a file's path...), never its content."""
     key: str = field(init=False, repr=False, compare=False)
     """A cache key: a hash of all the above, safe for file names and Redis keys."""
 
@@ -221,6 +223,8 @@ class Identity:
             parts.append(self.cert_thumbprint)
         if self.client_auth:
             parts.append(["auth", *self.client_auth])
+        if self.assertion_source is not None:
+            parts.append({"assertion_source": self.assertion_source})
         canonical = json.dumps(parts)
         object.__setattr__(self, "key", hashlib.sha256(canonical.encode()).hexdigest()[:40])
 
@@ -235,17 +239,29 @@ class Identity:
         *,
         thumbprint: str | None = None,
         client_auth: tuple[str, ...] = (),
+        assertion_source: str | None = None,
     ) -> Identity:
         """The identity of these settings.
 
         ``thumbprint`` is the client certificate's, if any; ``client_auth`` says how the
         client authenticates (:attr:`ClientSettings.client_auth
-        <chaveiro._settings.ClientSettings.client_auth>`).
+        <chaveiro._settings.ClientSettings.client_auth>`); ``assertion_source``
+        names where a supplied client assertion comes from (its source, not its
+        content, so a rotated assertion keeps the token).
         """
         raw = secret.encode() if isinstance(secret, str) else secret
         digest = hashlib.sha256(b"chaveiro-secret\0" + raw).hexdigest()
         pairs = tuple(sorted((extra or {}).items()))
-        return cls(token_url, client_id, scope, pairs, digest, thumbprint or None, client_auth)
+        return cls(
+            token_url,
+            client_id,
+            scope,
+            pairs,
+            digest,
+            thumbprint or None,
+            client_auth,
+            assertion_source,
+        )
 
 
 def jwt_claims(token: str) -> dict[str, object] | None:

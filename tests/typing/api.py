@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import httpx
 import requests
@@ -9,13 +11,16 @@ import requests
 import chaveiro
 from chaveiro import (
     ChaveiroError,
+    ClientAssertionError,
     ClientCredentialsAuth,
     FileCache,
     MemoryCache,
     RedisCache,
+    StackSpotAuth,
     Token,
     TokenCache,
 )
+from chaveiro.workload import azure_workload_identity, github_actions_token, kubernetes_token
 
 
 def with_requests() -> None:
@@ -151,6 +156,39 @@ def with_client_certificates() -> None:
     tls.close()
     error: chaveiro.ConfigurationError = chaveiro.ClientCertificateError("no certificate")
     del error
+
+
+def with_client_assertions() -> None:
+    own = ClientCredentialsAuth(
+        "https://idp.example.com/token",
+        "id",
+        private_key=b"-----BEGIN PRIVATE KEY-----...",
+        auth_method="private_key_jwt",
+        issuer="https://idp.example.com",
+        assertion_audience="token_endpoint",
+    )
+    by_file = ClientCredentialsAuth(
+        "https://idp.example.com/token", "id", client_assertion_file=Path("/run/token")
+    )
+    by_function = ClientCredentialsAuth(
+        "https://idp.example.com/token", "id", client_assertion=lambda: "a.jwt.value"
+    )
+    pod = ClientCredentialsAuth(
+        "https://idp.example.com/token", "id", client_assertion=kubernetes_token()
+    )
+    job = ClientCredentialsAuth(
+        "https://idp.example.com/token",
+        "id",
+        client_assertion=github_actions_token("api://AzureADTokenExchange"),
+    )
+    keycloak = StackSpotAuth(client_id="id", realm="shop", client_assertion=kubernetes_token())
+    entra: ClientCredentialsAuth = azure_workload_identity("api://app/.default", leeway=10)
+    try:
+        for auth in (own, by_file, by_function, pod, job, keycloak, entra):
+            auth.get_token()
+    except ClientAssertionError as exc:
+        source: str = exc.source
+        del source
 
 
 def many_tenants() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from chaveiro._auth import AuthOptions, ClientCredentialsAuth
-from chaveiro._config import check_options
+from chaveiro._config import CREDENTIAL_ALTERNATIVES, check_options
 from chaveiro._dialect import Dialect
 from chaveiro._errors import MissingSettingError
 from chaveiro._token import normalize_scope
@@ -34,14 +34,16 @@ class CidadaoAuth(ClientCredentialsAuth):
     """Acesso Cidadão credentials: ``client_id``, ``client_secret`` and ``scope`` (required).
 
     ``scope`` is a space-separated string or a list of the scopes registered for
-    the application; the token endpoint refuses a request without one.
+    the application; the token endpoint refuses a request without one. A client
+    registered with a key instead of a secret passes ``client_assertion=`` or
+    ``client_assertion_file=`` in place of ``client_secret``.
     """
 
     dialect = DIALECT
     env_prefix = "CIDADAO"
     env_fields = (
         ("client_id", "CLIENT_ID", True),
-        ("client_secret", "CLIENT_SECRET", True),
+        ("client_secret", "CLIENT_SECRET", CREDENTIAL_ALTERNATIVES),
         ("scope", "SCOPE", True),
         ("token_url", "TOKEN_URL", False),
     )
@@ -49,7 +51,7 @@ class CidadaoAuth(ClientCredentialsAuth):
     def __init__(
         self,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
         scope: str | Iterable[str] | None = None,
         *,
         token_url: str = TOKEN_URL,

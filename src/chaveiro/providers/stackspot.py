@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from chaveiro._auth import AuthOptions, ClientCredentialsAuth
-from chaveiro._config import check_options, clean
+from chaveiro._config import CREDENTIAL_ALTERNATIVES, check_options, clean
 from chaveiro._dialect import Dialect
 from chaveiro._errors import MissingSettingError
 
@@ -43,14 +43,16 @@ class StackSpotAuth(ClientCredentialsAuth):
     """StackSpot service credentials: ``client_id``, ``client_key`` and ``realm``.
 
     ``token_url=`` replaces the URL built from the realm (the realm is then not
-    needed). ``use_refresh_token=False`` renews with the keys every time.
+    needed). ``use_refresh_token=False`` renews with the keys every time. With
+    Keycloak's federated client authentication, ``client_assertion=`` or
+    ``client_assertion_file=`` replaces ``client_key``.
     """
 
     dialect = DIALECT
     env_prefix = "STACKSPOT"
     env_fields = (
         ("client_id", "CLIENT_ID", True),
-        ("client_key", "CLIENT_KEY", True),
+        ("client_key", "CLIENT_KEY", CREDENTIAL_ALTERNATIVES),
         ("realm", "REALM", "token_url"),
         ("token_url", "TOKEN_URL", False),
     )
@@ -58,7 +60,7 @@ class StackSpotAuth(ClientCredentialsAuth):
     def __init__(
         self,
         client_id: str,
-        client_key: str,
+        client_key: str | None = None,
         realm: str | None = None,
         *,
         token_url: str | None = None,
@@ -67,7 +69,8 @@ class StackSpotAuth(ClientCredentialsAuth):
         **options: Unpack[AuthOptions],
     ) -> None:
         check_options(type(self).__name__, options)
-        key = clean("client_key", client_key)
+        supplied = any(options.get(name) is not None for name in CREDENTIAL_ALTERNATIVES)
+        key = clean("client_key", client_key, required=not supplied)
         if token_url is None:
             name = clean("realm", realm, required=False)
             if name is None:

@@ -10,6 +10,11 @@ be told to misbehave with ``Failure``. All secrets and tokens it handles are fak
 client certificates required, ``tls_client_auth`` and certificate-bound tokens;
 ``issue_client_cert()`` and ``self_signed_client_cert()`` make the certificates.
 
+``WorkloadIssuer`` plays a platform that signs workload tokens (a Kubernetes
+cluster, Azure, GitHub Actions); ``trust_issuer()`` and ``add_client(federated_subject=...)``
+make the fake server accept them as client assertions, as Keycloak's federated
+client authentication and Entra ID's workload identity federation do.
+
 ``reset()`` forgets chaveiro's in-process tokens. Installed with chaveiro, a pytest
 plugin provides the ``fake_token_server`` and ``chaveiro_reset`` fixtures.
 
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from chaveiro.testing._dialects import BitizeExpiryFormat
+    from chaveiro.testing._federation import WorkloadIssuer
     from chaveiro.testing._knobs import Failure, FailureKind
     from chaveiro.testing._server import DIALECTS, FakeTokenServer
     from chaveiro.testing._state import reset
@@ -37,12 +43,14 @@ __all__ = [
     "FailureKind",
     "FakeTokenServer",
     "RecordedRequest",
+    "WorkloadIssuer",
     "reset",
     "self_signed_client_cert",
 ]
 
 _SOURCES = {
     "chaveiro.testing._dialects": ("BitizeExpiryFormat",),
+    "chaveiro.testing._federation": ("WorkloadIssuer",),
     "chaveiro.testing._knobs": ("Failure", "FailureKind"),
     "chaveiro.testing._server": ("DIALECTS", "FakeTokenServer"),
     "chaveiro.testing._state": ("reset",),

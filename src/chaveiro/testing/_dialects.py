@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from chaveiro.testing._knobs import rfc6749_shape
-from chaveiro.testing._oauth import oauth_token
+from chaveiro.testing._oauth import oauth_token, verify_assertion
 from chaveiro.testing._wire import (
     FORM,
     NO_STORE,
@@ -49,12 +49,16 @@ def _stackspot_token(srv: _Server, req: RecordedRequest) -> Response:
         credentials = basic(req)
     except ValueError:
         raise DialectError() from None
-    client_id, secret = credentials or (
-        params.get("client_id", ""),
-        params.get("client_secret", ""),
-    )
-    if params.get("client_id", client_id) != client_id or srv._client(client_id, secret) is None:
-        raise DialectError()
+    if "client_assertion" in params and credentials is None:  # Signed JWT, federated too
+        client_id, _ = verify_assertion(srv, req, params)
+    else:
+        client_id, secret = credentials or (
+            params.get("client_id", ""),
+            params.get("client_secret", ""),
+        )
+        known = srv._client(client_id, secret)
+        if params.get("client_id", client_id) != client_id or known is None:
+            raise DialectError()
     grant = params.get("grant_type")
     if grant == "client_credentials":
         if not srv._scopes_allowed(client_id, scopes(params.get("scope"))):
@@ -198,6 +202,12 @@ ROUTES: dict[str, Dialect] = {
     ),
     "bitize": Dialect(
         re.compile(r"/auth"), _bitize_token, 401, "Unauthorized", lambda e, d: {"message": d}
+    ),
+    "entra": Dialect(
+        re.compile(r"/(?P<realm>[^/]+)/oauth2/v2\.0/token"),
+        oauth_token,
+        401,
+        "Client authentication failed",
     ),
     "scorepositivo": Dialect(
         re.compile(r"/oauth/token"),

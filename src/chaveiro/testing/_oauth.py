@@ -16,6 +16,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
+from chaveiro.testing._federation import federated_client, is_federated
 from chaveiro.testing._wire import (
     BASIC_CHALLENGE,
     NO_STORE,
@@ -34,9 +35,13 @@ if TYPE_CHECKING:
     from chaveiro.testing._registry import Client
     from chaveiro.testing._server import FakeTokenServer as _Server
 
-__all__ = ["oauth_token"]
+__all__ = ["oauth_token", "verify_assertion"]
 
 _JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_RFC10070_TYP = "client-authentication+jwt"
+_ACCEPTED_TYPS = frozenset({_RFC10070_TYP, "jwt"})
+"""``typ`` values of a client assertion (RFC 8725 §3.11: lowercase, ``application/`` optional);
+another type (``at+jwt``, say) is a token of another kind, replayed."""
 _ASSERTION_ALGS = {
     "HS256": "client_secret_jwt",
     "RS256": "private_key_jwt",
@@ -53,16 +58,44 @@ def _assertion_key(client: Client, alg: str) -> OctKey | RSAKey | ECKey | None:
     return client.public_key if isinstance(client.public_key, wanted) else None
 
 
-def _verify_assertion(srv: _Server, params: dict[str, str]) -> tuple[str, str]:
+def _typ(header: dict[str, object]) -> str | None:
+    typ = header.get("typ")
+    if typ is None:
+        return None
+    text = str(typ).lower()
+    return text.removeprefix("application/")
+
+
+def _audience(srv: _Server, aud: object, typ: str | None, token_url: str) -> None:
+    """RFC 10070: one audience, the issuer; the token endpoint too unless strict."""
+    if isinstance(aud, list) and len(aud) == 1 and not srv.strict_assertions:
+        aud = aud[0]
+    accepted = {srv.issuer} if srv.strict_assertions else {srv.issuer, token_url}
+    if not isinstance(aud, str) or aud not in accepted:
+        raise DialectError(401, desc="client_assertion aud must be the issuer, as one string")
+    if srv.strict_assertions and typ != _RFC10070_TYP:
+        raise DialectError(401, desc=f"client_assertion typ must be {_RFC10070_TYP}")
+
+
+def verify_assertion(srv: _Server, req: RecordedRequest, params: dict[str, str]) -> tuple[str, str]:
     if params.get("client_assertion_type") != _JWT_BEARER:
         raise DialectError(400, "invalid_request", "client_assertion_type must be jwt-bearer")
     assertion = params["client_assertion"]
+    trusted = is_federated(srv, assertion)
+    if trusted is not None:
+        return federated_client(srv, trusted, assertion, params.get("client_id", "")), (
+            "private_key_jwt"
+        )
     try:
         unverified = jws.extract_compact(assertion.encode())
-        alg = str(unverified.headers().get("alg"))
+        header = dict(unverified.headers())
+        alg = str(header.get("alg"))
         client_id = json.loads(unverified.payload).get("iss")  # only to find the key
     except (JoseError, ValueError, TypeError, AttributeError, RecursionError):
         raise DialectError(401, desc="malformed client_assertion") from None
+    typ = _typ(header)
+    if typ is not None and typ not in _ACCEPTED_TYPS:
+        raise DialectError(401, desc=f"client_assertion typ {typ!r} is not a client assertion")
     client = srv._client(client_id) if isinstance(client_id, str) else None
     key = None if client is None or alg not in _ASSERTION_ALGS else _assertion_key(client, alg)
     bad_signature = DialectError(401, desc="client_assertion signature is not valid")
@@ -77,13 +110,13 @@ def _verify_assertion(srv: _Server, params: dict[str, str]) -> tuple[str, str]:
         leeway=0,
         iss={"essential": True, "value": client_id},
         sub={"essential": True, "value": client_id},
-        aud={"essential": True, "value": srv.oauth_token_url},
         exp={"essential": True},
     )
     try:
         registry.validate(claims)
     except (JoseError, ValueError, TypeError):
         raise DialectError(401, desc="client_assertion claims are not acceptable") from None
+    _audience(srv, claims.get("aud"), typ, srv.url + req.path)
     if params.get("client_id", client_id) != client_id or not srv._fresh_jti(
         client_id, claims.get("jti")
     ):
@@ -122,7 +155,7 @@ def _authenticate(srv: _Server, req: RecordedRequest, params: dict[str, str]) ->
         if srv._client(client_id, params["client_secret"]) is None:
             raise DialectError()
     elif "client_assertion" in params:
-        client_id, method = _verify_assertion(srv, params)
+        client_id, method = verify_assertion(srv, req, params)
     else:
         client_id, method = _by_certificate(srv, req, params)
     if method not in srv.auth_methods_supported:

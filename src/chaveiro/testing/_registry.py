@@ -11,15 +11,20 @@ import math
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
+from chaveiro.testing._federation import trusted_issuer
 from chaveiro.testing._tls import CertRule
 from chaveiro.testing._wire import DialectError, RecordedRequest
+
+if TYPE_CHECKING:
+    from chaveiro.testing._federation import TrustedIssuer
 
 __all__ = ["Client", "Issued", "TokenRegistry", "public_key"]
 
@@ -30,6 +35,8 @@ class Client:
     scopes: frozenset[str] | None
     public_key: RSAKey | ECKey | None = None
     cert: CertRule | None = None
+    federated: tuple[str, str] | None = None
+    """``(issuer, subject)`` of the workload tokens that authenticate this client."""
 
 
 @dataclass
@@ -75,6 +82,7 @@ class TokenRegistry:
         self._issued_tokens: list[str] = []
         self._jtis: set[tuple[str, str]] = set()
         self._grants: list[str] = []
+        self._trusted: dict[str, TrustedIssuer] = {}
 
     def _register(self, client_id: str, client: Client) -> None:
         with self._lock:
@@ -89,6 +97,32 @@ class TokenRegistry:
         if client.secret is None:
             return None
         return client if hmac.compare_digest(client.secret.encode(), secret.encode()) else None
+
+    def trust_issuer(
+        self, issuer: str, jwks: Mapping[str, Any], *, audience: str | None = None
+    ) -> None:
+        """Accept client assertions that ``issuer`` signs with a key of ``jwks``.
+
+        ``jwks`` is the issuer's public JSON Web Key Set: a ``WorkloadIssuer``'s
+        ``jwks``, or a real one (``kubectl get --raw /openid/v1/jwks``). The
+        assertions must carry ``audience`` in ``aud``: by default this server's
+        issuer (Keycloak's rule); ``"api://AzureADTokenExchange"`` for Entra's.
+        """
+        trusted = trusted_issuer(issuer, jwks, audience)
+        with self._lock:
+            self._trusted[trusted.issuer] = trusted
+
+    def _trusted_issuer(self, issuer: str) -> TrustedIssuer | None:
+        with self._lock:
+            return self._trusted.get(issuer)
+
+    def _federated_client(self, issuer: str, subject: str) -> str | None:
+        """The client whose workload tokens come from ``issuer`` for ``subject``."""
+        with self._lock:
+            for client_id, client in self._clients.items():
+                if client.federated == (issuer, subject):
+                    return client_id
+        return None
 
     def _scopes_allowed(self, client_id: str, scopes: list[str]) -> bool:
         client = self._client(client_id)

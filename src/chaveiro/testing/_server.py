@@ -16,6 +16,7 @@ from types import TracebackType
 from urllib.parse import parse_qs
 
 from chaveiro.testing._dialects import BITIZE_FORMATS, ROUTES, BitizeExpiryFormat, Dialect
+from chaveiro.testing._federation import federation
 from chaveiro.testing._http import HTTPServer
 from chaveiro.testing._knobs import (
     Failure,
@@ -71,6 +72,10 @@ class FakeTokenServer(TokenRegistry):
     """Client auth methods advertised in discovery and accepted by the oauth dialect."""
     bind_tokens = Knob[bool]()
     """Bind tokens to the client certificate they were obtained with (on by default)."""
+    strict_assertions = Knob[bool]()
+    """Accept only RFC 10070 client assertions: ``typ: client-authentication+jwt`` and
+    ``aud`` the issuer, as one string (off by default: the token endpoint URL is
+    accepted too, as most servers still do)."""
     token_requests = Stat[int]()
     """Token endpoint hits, failed ones included."""
     token_requests_by_dialect = Stat[dict[str, int]]()
@@ -117,6 +122,7 @@ class FakeTokenServer(TokenRegistry):
         self.bitize_expiry_format, self.refresh_lifetime = bitize_expiry_format, refresh_lifetime
         self.auth_methods_supported = _SECRET_METHODS + (_TLS_METHODS if mtls else [])
         self.bind_tokens = True
+        self.strict_assertions = False
         self.reset_counters()
 
     def start(self) -> FakeTokenServer:
@@ -173,6 +179,11 @@ class FakeTokenServer(TokenRegistry):
     def stackspot_token_url(self, realm: str = "acme") -> str:
         """StackSpot (Keycloak) token endpoint of ``realm``."""
         return f"{self.url}/{realm}/oidc/oauth/token"
+
+    def entra_token_url(self, tenant: str = "contoso") -> str:
+        """Microsoft Entra ID's token endpoint of ``tenant`` (the generic dialect); with
+        ``AZURE_AUTHORITY_HOST`` set to :attr:`url`, Azure workload identity reaches it."""
+        return f"{self.url}/{tenant}/oauth2/v2.0/token"
 
     @property
     def cidadao_token_url(self) -> str:
@@ -249,6 +260,8 @@ class FakeTokenServer(TokenRegistry):
         tls_client_auth_san_ip: str | None = None,
         tls_client_auth_san_email: str | None = None,
         self_signed_cert: bytes | str | None = None,
+        federated_issuer: str | None = None,
+        federated_subject: str | None = None,
     ) -> None:
         """Register a client; ``scopes=None`` allows any scope.
 
@@ -257,7 +270,10 @@ class FakeTokenServer(TokenRegistry):
         the subject DN as an RFC 4514 string, or one SAN) enables
         ``tls_client_auth``; ``self_signed_cert`` (PEM) enables
         ``self_signed_tls_client_auth`` with that certificate, which the server
-        then accepts in the handshake.
+        then accepts in the handshake. ``federated_subject`` (with
+        ``federated_issuer``, registered by :meth:`trust_issuer`) lets the workload
+        tokens that issuer signs for that ``sub`` authenticate the client, as
+        Keycloak's federated client authentication and Entra's workload identity do.
         """
         rule = cert_rule(
             subject_dn=tls_client_auth_subject_dn,
@@ -267,8 +283,12 @@ class FakeTokenServer(TokenRegistry):
             san_email=tls_client_auth_san_email,
             self_signed_cert=self_signed_cert,
         )
-        if client_secret is None and public_key_pem is None and rule is None:
-            raise ValueError("give the client a secret, a public key or a certificate to match")
+        federated = federation(federated_issuer, federated_subject)
+        if client_secret is None and public_key_pem is None and rule is None and not federated:
+            raise ValueError(
+                "give the client a secret, a public key or a certificate to match, or a"
+                " federated_issuer and federated_subject"
+            )
         if self_signed_cert:
             if self._ssl_context is None or self._ca is None:
                 raise ValueError("self_signed_cert needs FakeTokenServer(mtls=True)")
@@ -278,7 +298,7 @@ class FakeTokenServer(TokenRegistry):
             self._ssl_context.load_verify_locations(cadata=pem)
         key = None if public_key_pem is None else public_key(public_key_pem)
         chosen = None if scopes is None else frozenset(scopes)
-        self._register(client_id, Client(client_secret, chosen, key, rule))
+        self._register(client_id, Client(client_secret, chosen, key, rule, federated))
 
     def fail(self, failure: Failure, *, times: int | None = None) -> None:
         """Make the next ``times`` token requests fail (None: until cleared or replaced).
