@@ -45,7 +45,7 @@ from chaveiro.testing import reset
 TOKEN_URL = "https://idp.example/oauth2/token"
 LIFETIME = 3600
 STEP_CALLS = 20_000
-ROUNDS = 7
+ROUNDS = 15
 HOT_TENANTS = 10
 MAX_ACTIVITY = 20_000
 """At most this many requests of the hot tenants in part 3."""
