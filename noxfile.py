@@ -8,6 +8,7 @@
     .venv/bin/nox -s aiohttp-lowest   # the aiohttp middleware with aiohttp 3.12.0
     .venv/bin/nox -s httpx2-3.13      # the whole suite on httpx2 alone (httpx uninstalled)
     .venv/bin/nox -s httpx2-lowest    # the httpx tests on httpx2 2.0.0, the extra's lower bound
+    .venv/bin/nox -s sdks-lowest      # the mcp and openai recipes on the test extra's lower bounds
 
 niquests installs urllib3-future, which replaces urllib3: it never goes into the
 main .venv, nor into the other sessions.
@@ -37,6 +38,7 @@ nox.options.sessions = [
     "aiohttp-lowest",
     *(f"httpx2-{version}" for version in HTTPX2_PYTHONS),
     "httpx2-lowest",
+    "sdks-lowest",
 ]
 os.environ["UV_PYTHON_DOWNLOADS"] = "never"
 
@@ -110,7 +112,10 @@ def _httpx2_only(session: nox.Session, *pins: str) -> None:
     With ``CHAVEIRO_TEST_HTTPX=httpx2``, tests/conftest.py calls ``httpx2.alias_httpx()``
     before anything imports httpx: every ``import httpx`` in the tests is httpx2.
     """
-    session.install("-e", EXTRAS, *pins)
+    session.install("-e", EXTRAS)
+    if pins:  # the SDKs built on httpx2 want a newer one than its lowest: not in this session
+        session.run("uv", "pip", "uninstall", *HTTPX2_SDKS, external=True, silent=True)
+        session.install(*pins)
     session.run("uv", "pip", "uninstall", "httpx", "httpcore", external=True, silent=True)
     session.env["CHAVEIRO_TEST_HTTPX"] = "httpx2"
 
@@ -129,6 +134,16 @@ def httpx2_lowest(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *HTTPX_TESTS, *session.posargs)
 
 
+@nox.session(name="sdks-lowest", python="3.11")
+def sdks_lowest(session: nox.Session) -> None:
+    """The mcp and openai recipes (docs/mcp.md) on the lower bounds of the test extra."""
+    session.install("-e", EXTRAS, "mcp==2.0.0", "openai==3.0.0", "uvicorn==0.31.1")
+    session.run("python", "-m", "pytest", *SDK_TESTS, *session.posargs)
+
+
+HTTPX2_SDKS = ("mcp", "openai")
+"""Test dependencies built on httpx2, each needing a newer httpx2 than 2.0.0."""
+SDK_TESTS = ("tests/test_mcp.py", "tests/test_openai.py")
 HTTPX_TESTS = (
     "tests/test_httpx_auth.py",
     "tests/test_httpx2.py",

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEV_EXTRAS = frozenset({"test", "dev"})
+DEV_EXTRAS = frozenset({"test", "dev", "docs"})
 """Extras for working on chaveiro; the package must never import them."""
 
 

@@ -274,7 +274,7 @@ def test_no_password_or_token_in_reprs_errors_or_logs(server, p12, caplog):
 
 
 def test_the_laptop_recipe_in_docs_pix(tmp_path):
-    """docs/pix.md's "Testar no seu computador" example, as written there."""
+    """docs/pt-BR/pix.md's laptop example, as written there."""
     with FakeTokenServer(mtls=True) as banco:
         cert = banco.issue_client_cert("empresa.example", common_name="Minha Empresa")
         banco.add_client("pix-app", tls_client_auth_subject_dn=cert.subject_dn)
@@ -289,5 +289,5 @@ def test_the_laptop_recipe_in_docs_pix(tmp_path):
         assert banco.token_request_log[-1].client_cert_thumbprint == cert.thumbprint
     assert (
         'chaveiro.client_tls(tmp_path / "empresa.p12"'
-        in (Path(__file__).parent.parent / "docs" / "pix.md").read_text()
+        in (Path(__file__).parent.parent / "docs" / "pt-BR" / "pix.md").read_text()
     )

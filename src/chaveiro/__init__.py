@@ -114,9 +114,9 @@ def __getattr__(name: str) -> object:
         _load()
         return globals()[name]
     if name == "__version__":
-        from importlib.metadata import version  # noqa: PLC0415 - only when asked
+        from chaveiro._version import __version__  # noqa: PLC0415 - only when asked
 
-        return version("chaveiro")
+        return __version__
     raise AttributeError(f"module 'chaveiro' has no attribute {name!r}")
 
 

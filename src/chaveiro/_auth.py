@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
 from chaveiro._aiohttp import AiohttpMiddleware
-from chaveiro._assertions import AssertionSource, check_assertions
+from chaveiro._assertions import check_assertions
 from chaveiro._caches import TokenCache, default_cache
 from chaveiro._certs import ClientCert, ClientTLS, client_tls
 from chaveiro._config import (
@@ -84,7 +84,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         client_cert_password: str | bytes | None = None,
         issuer: str | None = None,
         assertion_audience: str = "issuer",
-        client_assertion: AssertionSource | None = None,
+        client_assertion: Callable[[], str] | None = None,
         client_assertion_file: str | os.PathLike[str] | None = None,
         body_format: str | None = None,
         grant_type_in: str | None = None,

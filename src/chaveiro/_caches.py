@@ -127,10 +127,10 @@ class MemoryCache:
     """Tokens in this process's memory: the default, shared by every auth object.
 
     ``MemoryCache()`` makes a private cache; auth objects built without
-    ``cache=`` share the process-wide one returned by :func:`default_cache`.
+    ``cache=`` share the process-wide one returned by ``default_cache()``.
 
-    It keeps at most ``max_entries`` tokens (:data:`DEFAULT_MAX_ENTRIES`;
-    ``None``: no bound), dropping the least recently used first, and drops
+    It keeps at most ``max_entries`` tokens (10,000 by default; ``None``: no
+    bound), dropping the least recently used first, and drops
     expired ones as auth objects come and go. The token of an auth object that
     is alive stays in the process whatever the bound: only tokens that nobody
     holds are dropped.

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from chaveiro._version import __version__
+
 if TYPE_CHECKING:
     from chaveiro._auth import ClientCredentialsAuth
     from chaveiro._file_cache import FileCache
@@ -233,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  chaveiro demo\n  chaveiro inspect eyJhbGciOi...\n"
         "  chaveiro token cidadao | chaveiro inspect -",
     )
+    parser.add_argument("--version", action="version", version=f"chaveiro {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
@@ -265,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "provider",
         metavar="PROVIDER",
-        choices=["stackspot", "cidadao", "bitize", "scorepositivo", "oauth"],
+        choices=list(ENV_PREFIXES),
         help="stackspot, cidadao, bitize, scorepositivo or oauth (any RFC 6749 server)",
     )
     token.add_argument("--token-url", help="token endpoint URL (overrides <PREFIX>_TOKEN_URL)")

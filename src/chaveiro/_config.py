@@ -62,7 +62,7 @@ file stands in for a secret."""
 
 
 class AuthOptions(TypedDict, total=False):
-    """The keyword arguments of :class:`ClientCredentialsAuth` that every provider adapter takes."""
+    """The keyword arguments of :class:`~chaveiro.ClientCredentialsAuth` every adapter takes."""
 
     cache: TokenCache | None
     client_cert: ClientCert | ClientTLS | None

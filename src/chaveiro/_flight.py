@@ -38,7 +38,7 @@ __all__ = [
 
 @dataclass(slots=True)
 class Stats:
-    """Counters for one identity in this process (snapshot with :meth:`copy`)."""
+    """Counters for one identity in this process (``auth.stats`` is a snapshot of them)."""
 
     fetched: int = 0
     """Token requests that gave a token (first fetches and renewals)."""

@@ -274,12 +274,9 @@ class _Api:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from chaveiro._version import __version__
 
-    try:
-        return version("chaveiro")
-    except PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
+    return __version__
 
 
 _lock = threading.Lock()

@@ -101,7 +101,7 @@ class Token:
         return self.refresh_expires_at is None or now < self.refresh_expires_at
 
     def to_json(self) -> str:
-        """The token as JSON for a shared cache, tagged with :data:`TOKEN_FORMAT`."""
+        """The token as JSON for a shared cache, tagged with its format (``TOKEN_FORMAT``)."""
         return json.dumps(
             {
                 _FORMAT_FIELD: TOKEN_FORMAT,

@@ -126,8 +126,8 @@ DIALECT = Dialect(
 class BitizeAuth(ClientCredentialsAuth):
     """Bitize integration keys: ``consumer_key`` and ``secret_key``.
 
-    The default ``token_url`` is :data:`TOKEN_URL`; Bitize also documents
-    :data:`OTHER_TOKEN_URL`.
+    The default ``token_url`` is ``https://api.bitize.io/auth``; Bitize also documents
+    ``https://api.bitize.com.io/auth`` (``OTHER_TOKEN_URL`` in this module).
     """
 
     dialect = DIALECT

@@ -271,7 +271,7 @@ class FakeTokenServer(TokenRegistry):
         ``tls_client_auth``; ``self_signed_cert`` (PEM) enables
         ``self_signed_tls_client_auth`` with that certificate, which the server
         then accepts in the handshake. ``federated_subject`` (with
-        ``federated_issuer``, registered by :meth:`trust_issuer`) lets the workload
+        ``federated_issuer``, registered by ``trust_issuer()``) lets the workload
         tokens that issuer signs for that ``sub`` authenticate the client, as
         Keycloak's federated client authentication and Entra's workload identity do.
         """

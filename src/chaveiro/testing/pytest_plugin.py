@@ -1,8 +1,9 @@
 """pytest fixtures for code that uses chaveiro (loaded automatically once installed).
 
-- ``fake_token_server``: a running :class:`FakeTokenServer` with one registered client,
-  ``TEST_CLIENT_ID`` / ``TEST_CLIENT_SECRET``; chaveiro's in-process tokens are forgotten
-  before and after the test, so tests do not leak tokens into each other.
+- ``fake_token_server``: a running :class:`~chaveiro.testing.FakeTokenServer` with one
+  registered client, ``TEST_CLIENT_ID`` / ``TEST_CLIENT_SECRET``; chaveiro's in-process
+  tokens are forgotten before and after the test, so tests do not leak tokens into each
+  other.
 - ``fake_provider_env``: ``fake_token_server`` plus every provider's environment
   variables pointing at it, so ``CidadaoAuth.from_env()`` (and the others) in the
   code under test talk to the fake server unchanged.
