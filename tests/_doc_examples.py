@@ -111,8 +111,8 @@ class World:
 
 @pytest.fixture(scope="session")
 def doc_examples_world() -> Iterator[World]:
-    """One fake server for every example of the run."""
-    with FakeTokenServer() as server:
+    """One fake server for every example of the run (DPoP supported, as Keycloak does)."""
+    with FakeTokenServer(dpop=True) as server:
         for client_id, secret in CLIENTS:
             server.add_client(client_id, secret)
         yield World(server)

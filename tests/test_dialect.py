@@ -136,7 +136,10 @@ def test_parse_retry_after_on_503():
 def test_parse_unsupported_token_type():
     """A non-bearer token type is refused with a clear message."""
     body = b'{"access_token": "a", "token_type": "DPoP"}'
-    with pytest.raises(InvalidTokenResponseError, match="Bearer tokens only"):
+    with pytest.raises(InvalidTokenResponseError, match=r"Bearer tokens \(DPoP: pass dpop_key"):
+        parse_response(OAUTH2, URL, 200, {}, body, NOW)
+    body = b'{"access_token": "a", "token_type": "MAC"}'
+    with pytest.raises(InvalidTokenResponseError, match="'MAC'; chaveiro was set to send Bearer"):
         parse_response(OAUTH2, URL, 200, {}, body, NOW)
 
 

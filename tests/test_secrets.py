@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, quote_plus
@@ -317,3 +318,93 @@ def test_no_supplied_assertion_in_any_log_or_error(caplog: pytest.LogCaptureFixt
     texts.extend(str(record.__dict__) for record in caplog.records)
     assert any("bad assertion" in text for text in texts)  # the echo was seen, scrubbed
     assert_no_secrets(texts, [assertion])
+
+
+def test_no_private_key_or_proof_in_any_log_error_or_repr(caplog: pytest.LogCaptureFixture):
+    """DPoP: the private key (PEM or its JWK ``d``) and every proof sent stay out of logs
+    (all loggers, DEBUG), errors, tracebacks and reprs, through successes and failures."""
+    from joserfc.jwk import ECKey  # noqa: PLC0415
+
+    from chaveiro import DPoPNotSupportedError  # noqa: PLC0415
+    from tests.dpop_keys import key_pem  # noqa: PLC0415
+
+    caplog.set_level(logging.DEBUG)
+    pem = key_pem("ec")
+    texts: list[str] = []
+
+    def attempt(action: Callable[[], object]) -> None:
+        try:
+            result = action()
+        except ChaveiroError as exc:
+            texts.extend(_texts_of(exc))
+        else:
+            texts.append(repr(result))
+
+    def scan(auth: ClientCredentialsAuth, server: FakeTokenServer) -> None:
+        texts.extend([repr(auth), str(auth), repr(auth._settings), repr(auth._manager.identity)])
+        with requests.Session() as session:
+            session.auth = auth
+            attempt(lambda: session.get(server.api_url(), timeout=10))
+            attempt(auth.get_token)
+            server.rotate_dpop_nonce() if server.dpop_nonce else server.revoke_all()
+            attempt(lambda: session.post(server.api_url(), data=b"x", timeout=10))
+        attempt(lambda: anyio.run(auth.aget_token))
+        with httpx.Client(auth=auth) as client:
+            attempt(lambda: client.get(server.api_url()))
+
+        async def through_aiohttp() -> object:
+            async with (
+                aiohttp.ClientSession(middlewares=(auth,)) as client,
+                client.get(server.api_url()) as response,
+            ):
+                return response.status, await response.text()
+
+        attempt(lambda: asyncio.run(through_aiohttp()))
+        texts.append(repr(auth.stats))
+
+    proofs: list[str] = []
+    tokens: list[str] = []
+    for options in ({"dpop": True}, {"dpop": True, "dpop_nonce": True}):
+        with FakeTokenServer(**options) as server:  # type: ignore[arg-type]
+            server.add_client(CLIENT_ID, CLIENT_SECRET)
+            made = ClientCredentialsAuth(
+                server.oauth_token_url, CLIENT_ID, CLIENT_SECRET, dpop_key=pem
+            )
+            scan(made, server)
+            server.dpop_nonce_rotation = "each_request" if server.dpop_nonce else "never"
+            stubborn = ClientCredentialsAuth(
+                server.oauth_token_url, CLIENT_ID, CLIENT_SECRET, dpop_key=pem, scope="s2"
+            )
+            attempt(stubborn.get_token)
+            skewed = ClientCredentialsAuth(
+                server.oauth_token_url,
+                CLIENT_ID,
+                CLIENT_SECRET,
+                dpop_key=pem,
+                scope="s3",
+                clock=FakeClock(time.time() + 3600),
+            )
+            attempt(skewed.get_token)  # its proofs' iat is refused
+            proofs += [r.headers["dpop"] for r in server.token_request_log + server.api_request_log]
+            tokens += server.issued_tokens
+    with FakeTokenServer() as plain:
+        plain.add_client(CLIENT_ID, CLIENT_SECRET)
+        refused = ClientCredentialsAuth(
+            plain.oauth_token_url, CLIENT_ID, CLIENT_SECRET, dpop_key=pem
+        )
+        with pytest.raises(DPoPNotSupportedError) as info:
+            refused.get_token()
+        texts.extend(_texts_of(info.value))
+        tokens += plain.issued_tokens
+    for bad in (pem[:-40], pem.replace(b"PRIVATE KEY-----\n", b"PRIVATE KEY-----\nAAAA", 1)):
+        try:
+            ClientCredentialsAuth("https://idp.example/token", "id", "secret", dpop_key=bad)
+        except ChaveiroError as exc:
+            texts.extend(_texts_of(exc))
+    texts.extend(record.getMessage() for record in caplog.records)
+    texts.extend(str(record.__dict__) for record in caplog.records)
+    private = ECKey.import_key(pem).as_dict(private=True)["d"]
+    pem_lines = [line for line in pem.decode().splitlines() if "-----" not in line]
+    assert len(proofs) >= 10
+    assert len(texts) > 30
+    assert_no_secrets(texts, [CLIENT_SECRET, str(private), *pem_lines, *proofs, *tokens])

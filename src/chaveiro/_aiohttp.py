@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from chaveiro._errors import ConfigurationError
 from chaveiro._steps import RawResponse, Send, obtain_async
 from chaveiro._token import Token
-from chaveiro._transport import AuthCore, CappedBody, unreachable
+from chaveiro._transport import RENEW, AuthCore, CappedBody, unreachable
 
 if TYPE_CHECKING:
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, ClientSession
@@ -82,9 +82,14 @@ class AiohttpMiddleware(AuthCore):
         ):
             token = self._manager.fresh_token() or await self._aobtain(request, None)
             request.headers["Authorization"] = token.authorization
+            proof = None
+            if self._dpop is not None:
+                proof = self._proof(request.method, str(request.url), token)
+                if proof is not None:
+                    request.headers["DPoP"] = proof
             response = await handler(request)
-            if self.replay_on_401 and response.status in self._renew_on:
-                response = await self._replay(request, handler, response, token)
+            if proof is not None or (self.replay_on_401 and response.status in self._renew_on):
+                response = await self._resend(request, handler, response, token, proof)
         else:
             response = await handler(request)
         if response.status in _REDIRECTS and (
@@ -97,24 +102,47 @@ class AiohttpMiddleware(AuthCore):
             _REDIRECTED.set(None)
         return response
 
-    async def _replay(
+    async def _resend(
         self,
         request: ClientRequest,
         handler: ClientHandlerType,
-        refused: ClientResponse,
+        answer: ClientResponse,
         token: Token,
+        proof: str | None,
     ) -> ClientResponse:
-        """``refused`` answered ``token``: renew it (once for all callers), send again once."""
-        if not _replayable(request):
-            return refused
-        await refused.read()  # still readable by the caller; its connection goes back to the pool
-        renewed = await self._aobtain(request, token.access_token)
-        if renewed.access_token == token.access_token:
-            return refused
-        refused.release()
-        self._replayed(renewed)
-        request.headers["Authorization"] = renewed.authorization
-        return await handler(request)
+        """Send ``request`` again when its ``answer`` calls for it (:meth:`AuthCore._after`).
+
+        A DPoP nonce challenge: once more with a new proof. A refused ``token``:
+        renew it (once for all callers) and send once more. At most one of each.
+        """
+        url = str(request.url)
+        nonce_retried = renewed = False
+        while True:
+            step = self._after(
+                url,
+                answer.status,
+                answer.headers,
+                proof,
+                nonce_retried=nonce_retried,
+                renewed=renewed,
+            )
+            if step is None or not _replayable(request):
+                return answer
+            await answer.read()  # still readable by the caller; the connection goes back
+            if step == RENEW:
+                renewed_token = await self._aobtain(request, token.access_token)
+                if renewed_token.access_token == token.access_token:
+                    return answer
+                renewed, token = True, renewed_token
+                self._replayed(token)
+                request.headers["Authorization"] = token.authorization
+            else:
+                nonce_retried = True
+            answer.release()
+            proof = self._proof(request.method, url, token)
+            if proof is not None:
+                request.headers["DPoP"] = proof
+            answer = await handler(request)
 
     # ---- the token request ----------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from chaveiro._config import (
 )
 from chaveiro._dialect import CERTIFICATE_METHODS, OAUTH2, ClientSettings, Dialect
 from chaveiro._discovery import CertificateKind, choose_auth_method, discovered
+from chaveiro._dpop import DPoPKey, ath_of, dpop_settings
 from chaveiro._errors import ConfigurationError, MissingSettingError
 from chaveiro._httpx import HttpxAuth
 from chaveiro._manager import Policy, Stats, TokenManager
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AuthOptions", "ClientCredentialsAuth"]
 
-_REMADE = frozenset({"_manager", "_own_session", "_on_response_hook"})
+_REMADE = frozenset({"_manager", "_own_session", "_on_response_hook", "_dpop"})
 """What an auth object holds that does not travel: it is made anew on arrival."""
 
 
@@ -86,6 +87,9 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         assertion_audience: str = "issuer",
         client_assertion: Callable[[], str] | None = None,
         client_assertion_file: str | os.PathLike[str] | None = None,
+        dpop_key: DPoPKey = None,
+        dpop_alg: str | None = None,
+        dpop_allow_bearer: bool = False,
         body_format: str | None = None,
         grant_type_in: str | None = None,
         cache: TokenCache | None = None,
@@ -136,6 +140,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         if wait_timeout is not None and not 0 < wait_timeout < float("inf"):
             raise ConfigurationError("wait_timeout must be a positive number of seconds, or None.")
         connect_timeout, read_timeout = check_timeout(timeout)
+        dpop = dpop_settings(dpop_key, dpop_alg, dpop_allow_bearer)
         self._settings = ClientSettings(
             token_url=url,
             client_id=cid,
@@ -149,6 +154,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             body_format=body_format,  # type: ignore[arg-type]  # checked by ClientSettings
             grant_type_in=grant_type_in,  # type: ignore[arg-type]
             assertions=assertions,
+            dpop=dpop,
         )
         identity = Identity.of(
             url,
@@ -159,6 +165,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             thumbprint=None if tls is None else tls.thumbprint,
             client_auth=self._settings.client_auth,
             assertion_source=assertions.source_id,
+            dpop=None if dpop is None else dpop.identity,
         )
         self._cache = cache if cache is not None else default_cache()
         self.replay_on_401 = replay_on_401
@@ -188,6 +195,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         )
         self._own_session = _OwnSession(self._tls)
         self._on_response_hook = _ResponseHook(self)
+        self._dpop = self._settings.dpop
 
     # ---- presentation ---------------------------------------------------------------------
 
@@ -219,6 +227,28 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
         ``httpx.Client(auth=auth, verify=auth.tls.ssl_context)``.
         """
         return self._tls
+
+    @property
+    def dpop_thumbprint(self) -> str | None:
+        """The DPoP key's RFC 7638 SHA-256 thumbprint (base64url); None without DPoP.
+
+        What a DPoP-bound token's ``cnf.jkt`` claim holds, and what a provider may
+        want registered for this client.
+        """
+        return None if self._dpop is None else self._dpop.thumbprint
+
+    def dpop_proof(self, method: str, url: str, token: Token | None = None) -> str:
+        """A new DPoP proof for one ``method url`` request, for an HTTP client chaveiro is not in.
+
+        With ``token`` (from :meth:`get_token`), the proof covers it (``ath``). The
+        server's nonce is the newest chaveiro has been given for that origin.
+        Send it as the ``DPoP`` header, with ``Authorization: token.authorization``.
+        """
+        dpop = self._dpop
+        if dpop is None:
+            raise ConfigurationError("dpop_proof() needs DPoP: pass dpop_key= to the constructor.")
+        ath = None if token is None else (token.ath or ath_of(token.access_token))
+        return dpop.proof(method.upper(), url, self._manager.clock(), ath)
 
     @property
     def stats(self) -> Stats:
@@ -269,8 +299,8 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
 
     ``required`` may also name other arguments: the variable is then required
     unless one of them is given (as a keyword or through its own variable).
-    Every class also reads ``CLIENT_CERT``, ``CLIENT_CERT_PASSWORD`` and
-    ``CLIENT_ASSERTION_FILE`` (:data:`~chaveiro._config.COMMON_ENV_FIELDS`).
+    Every class also reads ``CLIENT_CERT``, ``CLIENT_CERT_PASSWORD``,
+    ``CLIENT_ASSERTION_FILE`` and ``DPOP_KEY`` (:data:`~chaveiro._config.COMMON_ENV_FIELDS`).
     """
 
     @classmethod
@@ -283,6 +313,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
     ) -> Self:
         """Build from ``<PREFIX>_<SUFFIX>`` environment variables; arguments win over them.
 
+        ``<PREFIX>_DPOP_KEY`` (a PEM file's path, or the PEM text) turns DPoP on.
         A missing required variable raises :class:`MissingSettingError` naming it.
         """
         prefix = cls.env_prefix if prefix is None else prefix

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from chaveiro._caches import TokenCache
     from chaveiro._certs import ClientCert, ClientTLS
+    from chaveiro._dpop import DPoPKey
 
 __all__ = [
     "COMMON_ENV_FIELDS",
@@ -56,6 +57,7 @@ COMMON_ENV_FIELDS: tuple[EnvField, ...] = (
     ("client_cert", "CLIENT_CERT", False),
     ("client_cert_password", "CLIENT_CERT_PASSWORD", False),
     ("client_assertion_file", "CLIENT_ASSERTION_FILE", False),
+    ("dpop_key", "DPOP_KEY", False),
 )
 """Read by the ``from_env()`` of every class, on top of its own ``env_fields``; the assertion
 file stands in for a secret."""
@@ -69,6 +71,9 @@ class AuthOptions(TypedDict, total=False):
     client_cert_password: str | bytes | None
     client_assertion: Callable[[], str] | None
     client_assertion_file: str | os.PathLike[str] | None
+    dpop_key: DPoPKey
+    dpop_alg: str | None
+    dpop_allow_bearer: bool
     leeway: float
     replay_on_401: bool
     renew_on: Iterable[int]

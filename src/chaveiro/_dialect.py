@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, quote_plus, urlencode
 from chaveiro._assertions import ASSERTION_TYPE
 from chaveiro._errors import (
     CredentialsRejectedError,
+    DPoPNotSupportedError,
     InvalidTokenResponseError,
     TokenEndpointError,
     excerpt,
@@ -63,7 +64,24 @@ _HINTS = {
     "invalid_grant": "The grant was refused: check the credentials or the refresh token.",
     "unsupported_grant_type": "The endpoint does not accept this grant: check token_url.",
     "invalid_request": "The endpoint found the request malformed: check token_url and auth_method.",
+    "use_dpop_nonce": (
+        "It kept asking for a new DPoP nonce although chaveiro retried with the one it gave:"
+        " check the server's DPoP nonce settings and this machine's clock."
+    ),
+    "invalid_dpop_proof": (
+        "It refused chaveiro's DPoP proof: check that it accepts the key's algorithm"
+        " (dpop_alg=) and that this machine's clock is right."
+    ),
 }
+_TOKEN_TYPES = {"bearer": "Bearer", "": "Bearer", "dpop": "DPoP"}
+"""``token_type`` answers (RFC 6749 §7.1: case-insensitive) as chaveiro sends them."""
+_NOT_DPOP = (
+    "The token endpoint {url} answered a DPoP token request with a Bearer token: it does not"
+    " support DPoP, or DPoP is off for this client. Turn DPoP on for the client at the"
+    " provider (Keycloak 26.4 and later: the client's Settings tab, Capability config,"
+    ' "Require DPoP bound tokens"), or pass dpop_allow_bearer=True to accept Bearer'
+    " tokens, which are not bound to the key."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +324,7 @@ def parse_response(
     now: float,
     *,
     secrets: Iterable[str] = (),
+    token_types: tuple[str, ...] = ("Bearer",),
 ) -> Token:
     """A token from a token endpoint's answer, or the typed error it amounts to.
 
@@ -313,9 +332,11 @@ def parse_response(
     client assertion).
     The answer is parsed as it came; should the provider echo one of them, it is cut
     out of what the error message and the log records show, never out of what is read.
+    ``token_types``: the ``token_type`` answers accepted (``DPoP`` when the request
+    carried a DPoP proof); the token keeps the accepted spelling.
     """
     with hiding(secrets):
-        return _parse(dialect, url, status, headers, body, now)
+        return _parse(dialect, url, status, headers, body, now, token_types)
 
 
 def _parse(
@@ -325,6 +346,7 @@ def _parse(
     headers: Mapping[str, str],
     body: bytes,
     now: float,
+    token_types: tuple[str, ...],
 ) -> Token:
     payload = _decode(headers, body)
     if not 200 <= status < 300:
@@ -359,13 +381,18 @@ def _parse(
             " Check token_url and that this provider is the right one.",
             token_url=url,
         )
-    token_type = payload.get("token_type", "Bearer")
-    if not isinstance(token_type, str) or token_type.lower() not in ("bearer", ""):
+    given = payload.get("token_type", "Bearer")
+    token_type = _TOKEN_TYPES.get(given.lower()) if isinstance(given, str) else None
+    if token_type not in token_types:
+        if token_type == "Bearer":
+            raise DPoPNotSupportedError(_NOT_DPOP.format(url=url), token_url=url)
+        turn_on = " (DPoP: pass dpop_key=)" if token_type == "DPoP" else ""
         raise InvalidTokenResponseError(
-            f"The token endpoint {url} issued a token of type {excerpt(str(token_type), 30)!r};"
-            " chaveiro sends Bearer tokens only.",
+            f"The token endpoint {url} issued a token of type {excerpt(str(given), 30)!r};"
+            f" chaveiro was set to send {' or '.join(token_types)} tokens{turn_on}.",
             token_url=url,
         )
+    assert token_type is not None
     provider_expiry = dialect.expiry_field(payload, now) if dialect.expiry_field else None
     expires_at = choose_expiry(
         now,
@@ -383,6 +410,7 @@ def _parse(
         access_token=access_token.strip(),
         expires_at=expires_at,
         issued_at=now,
+        token_type=token_type,
         scope=normalize_scope(scope) if isinstance(scope, str) else None,
         refresh_token=refresh if isinstance(refresh, str) and refresh else None,
         refresh_expires_at=refresh_expires_at,

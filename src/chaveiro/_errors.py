@@ -14,6 +14,7 @@
         ├── TokenEndpointError         the endpoint failed (status and a short body excerpt)
         │   └── TokenEndpointUnreachableError  no HTTP answer at all (DNS, connect, TLS, timeout)
         ├── InvalidTokenResponseError  a 2xx answer that is not a usable token
+        │   └── DPoPNotSupportedError  a Bearer token where a DPoP-bound one was asked for
         └── ClientAssertionError       the client assertion's source (client_assertion=) failed
 
 Messages name what went wrong and what to do. They never hold a client secret,
@@ -35,6 +36,7 @@ __all__ = [
     "ClientCertificateError",
     "ConfigurationError",
     "CredentialsRejectedError",
+    "DPoPNotSupportedError",
     "DiscoveryError",
     "InsecureURLError",
     "InvalidTokenResponseError",
@@ -279,3 +281,12 @@ class ClientAssertionError(TokenError):
     def __init__(self, message: str, *, token_url: str = "", source: str = "") -> None:
         super().__init__(message, token_url=token_url)
         self.source = source
+
+
+class DPoPNotSupportedError(InvalidTokenResponseError):
+    """The token endpoint answered a DPoP token request with a Bearer token.
+
+    The server ignored the DPoP proof: it does not support DPoP, or has it off
+    for this client. Sending that token as Bearer would silently drop the
+    protection, so chaveiro refuses it unless ``dpop_allow_bearer=True``.
+    """

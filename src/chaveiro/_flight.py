@@ -53,6 +53,8 @@ class Stats:
     """Requests replayed after a 401."""
     cache_hits: int = 0
     """Tokens found in the cache that another auth object or process had fetched."""
+    nonce_retries: int = 0
+    """Requests sent again with a new DPoP nonce (RFC 9449 §8, §9), token requests included."""
     waited: int = 0
     """Of the :attr:`reused`, the requests that waited for another caller's fetch (a cold
     start, an expired token). Every request that got a token is counted once: in

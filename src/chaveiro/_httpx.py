@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from chaveiro._errors import TokenError
+from chaveiro._httpx_dpop import HopProofs, prove
 from chaveiro._httpx_family import family, join, library_of
 from chaveiro._httpx_wire import (
     AsyncTrace,
@@ -40,7 +41,7 @@ from chaveiro._httpx_wire import (
 )
 from chaveiro._steps import CannotRetry, RawResponse, Send, run_async, run_sync
 from chaveiro._token import Token
-from chaveiro._transport import AuthCore, CappedBody, unreachable
+from chaveiro._transport import RENEW, AuthCore, CappedBody, unreachable
 
 if TYPE_CHECKING:
     import httpx
@@ -156,19 +157,23 @@ class HttpxAuth(AuthCore, _Family):
         return self._manager.fresh_token()
 
     def _warm(self, request: Any, token: Token) -> Generator[Any, Any, None]:
-        """Attach ``token``; the plan takes over only if the API refuses it."""
+        """Attach ``token`` (and its DPoP proof); the plan takes over only if the answer
+        calls for it."""
         request.headers["Authorization"] = token.authorization
+        proof = None if self._dpop is None else prove(self, request, token, False)
         response = yield request
-        if self._refused(response, token, request):
-            yield from self._drive(self._renewal(request, response, token, asynchronous=False))
+        if proof is not None or self._refused(response, token, request):
+            follow_up = self._follow_up(request, response, token, proof, asynchronous=False)
+            yield from self._drive(follow_up)
 
     async def _awarm(self, request: Any, token: Token) -> AsyncGenerator[Any, Any]:
         """The same as :meth:`_warm`, for an ``AsyncClient``."""
         request.headers["Authorization"] = token.authorization
+        proof = None if self._dpop is None else prove(self, request, token, True)
         response = yield request
-        if not self._refused(response, token, request):
+        if proof is None and not self._refused(response, token, request):
             return
-        flow = self._adrive(self._renewal(request, response, token, asynchronous=True))
+        flow = self._adrive(self._follow_up(request, response, token, proof, asynchronous=True))
         reply: Any = None
         try:
             while True:
@@ -226,9 +231,9 @@ class HttpxAuth(AuthCore, _Family):
             library = library_of(request)
             token = yield from self._exchange(request, None, library, asynchronous=asynchronous)
         request.headers["Authorization"] = token.authorization
+        proof = None if self._dpop is None else prove(self, request, token, asynchronous)
         response = yield request
-        if self._refused(response, token, request):
-            yield from self._renewal(request, response, token, asynchronous=asynchronous)
+        yield from self._follow_up(request, response, token, proof, asynchronous=asynchronous)
 
     def _refused(self, response: Any, token: Token, request: Any) -> bool:
         """True if ``response`` refused ``token`` and ``request`` can be sent again."""
@@ -238,19 +243,42 @@ class HttpxAuth(AuthCore, _Family):
             and _replayable(request)
         )
 
-    def _renewal(
-        self, request: Any, refused: Any, token: Token, *, asynchronous: bool
+    def _follow_up(
+        self, request: Any, response: Any, token: Token, proof: str | None, *, asynchronous: bool
     ) -> Generator[_Instruction, Any, None]:
-        """Renew the ``refused`` token (once for all callers) and send ``request`` again once."""
-        yield _Read(refused, capped=False)  # frees its connection while we wait for a token
+        """Send ``request`` again when its ``response`` calls for it (:meth:`AuthCore._after`).
+
+        A DPoP nonce challenge: once more, with a new proof. A refused ``token``:
+        renew it (once for all callers) and send once more. At most one of each.
+        """
         library = library_of(request)
-        stale = token.access_token
-        renewed = yield from self._exchange(request, stale, library, asynchronous=asynchronous)
-        if renewed.access_token == token.access_token:
-            return
-        self._replayed(renewed)
-        request.headers["Authorization"] = renewed.authorization
-        yield request
+        nonce_retried = renewed = False
+        while True:
+            step = self._after(
+                str(request.url),
+                response.status_code,
+                response.headers,
+                proof,
+                nonce_retried=nonce_retried,
+                renewed=renewed,
+            )
+            if step is None or not _answered(response, token) or not _replayable(request):
+                return
+            yield _Read(response, capped=False)  # frees its connection meanwhile
+            if step == RENEW:
+                stale = token.access_token
+                fresh = yield from self._exchange(
+                    request, stale, library, asynchronous=asynchronous
+                )
+                if fresh.access_token == stale:
+                    return
+                renewed, token = True, fresh
+                self._replayed(token)
+                request.headers["Authorization"] = token.authorization
+            else:
+                nonce_retried = True
+            proof = None if self._dpop is None else prove(self, request, token, asynchronous)
+            response = yield request
 
     def _exchange(
         self, user_request: Any, stale: str | None, library: ModuleType, *, asynchronous: bool
@@ -307,6 +335,8 @@ class HttpxAuth(AuthCore, _Family):
             for phase in mine
         }
         user_trace = user_request.extensions.get("trace") if user_request is not None else None
+        if isinstance(user_trace, HopProofs):  # a replay's: its proofs are not for this request
+            user_trace = user_trace.user_trace
         tracer = AsyncTrace if asynchronous else Trace
         token_request.extensions["trace"] = tracer(library, token_request.url, user_trace)
         return token_request

@@ -27,13 +27,14 @@ import copy
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from chaveiro import _telemetry
 from chaveiro._assertions import obtain
 from chaveiro._caches import TokenCache
-from chaveiro._dialect import ClientSettings, Dialect, build_request, parse_response
+from chaveiro._dialect import ClientSettings, Dialect, TokenRequest, build_request, parse_response
 from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
 from chaveiro._flight import RENEWAL_THREAD, Flight, Stats, backend_name, wait_for_renewals
 from chaveiro._policy import Policy
@@ -49,6 +50,7 @@ from chaveiro._steps import (
     RawResponse,
     Send,
     Sleep,
+    Step,
     Wait,
     run_async,
     run_sync,
@@ -145,6 +147,12 @@ class TokenManager:
         self.slot = self._hold.slot
         self._renew_at: tuple[Token | None, float] = (None, 0.0)
         self._labels: tuple[str, str, str] | None = None
+
+    @property
+    def token_types(self) -> tuple[str, ...]:
+        """The token types this identity uses: ``Bearer``, or ``DPoP`` (RFC 9449)."""
+        dpop = self.settings.dpop
+        return ("Bearer",) if dpop is None else dpop.token_types
 
     @property
     def wait_timeout(self) -> float:
@@ -342,6 +350,8 @@ class TokenManager:
     def _adoptable(self, cached: object, stale: str | None) -> bool:
         if not isinstance(cached, Token) or cached.access_token == stale:
             return False
+        if cached.token_type not in self.token_types:
+            return False
         if not cached.is_fresh(self.clock(), self.policy.leeway):
             return False
         self.slot.stats.cache_hits += 1
@@ -373,25 +383,22 @@ class TokenManager:
     ) -> Flow:
         """Send token requests, with bounded retries for transient failures."""
         policy, settings = self.policy, self.settings
+        dpop, token_types = settings.dpop, self.token_types
         started = self.clock()
         attempt = 0
-        source = settings.assertions.source
+        nonce_retried = False
         while True:
-            assertion = None
-            if source is not None:  # asked once per token request, retries included
-                assertion = yield Call(functools.partial(obtain, source, settings.token_url))
-            sent = (settings.client_secret, refresh, assertion)
-            now = self.clock()
-            request = build_request(
-                self.dialect, settings, now, refresh_token=refresh, client_assertion=assertion
-            )
+            request, sent, now = yield from self._prepared(refresh)
             left = policy.deadline - (now - started)
             grant = self._grant(refresh)
             status = 0
+            offered: str | None = None
             try:
                 with fetch.sending():
                     raw: RawResponse = yield Send(request, max(left, 0.05))
                 status = raw.status
+                if dpop is not None:  # RFC 9449 §8.2: any answer may carry the next nonce
+                    offered = dpop.heard(request.url, raw.headers)
                 token = parse_response(
                     self.dialect,
                     settings.token_url,
@@ -400,6 +407,7 @@ class TokenManager:
                     raw.body,
                     now,  # lifetimes count from when the request left: conservative
                     secrets=tuple(s for s in sent if s),
+                    token_types=token_types,
                 )
             except CannotRetry as exc:
                 error = self._redacted(exc.error, sent)
@@ -408,6 +416,9 @@ class TokenManager:
             except TokenError as exc:
                 error = self._redacted(exc, sent)
                 fetch.attempt(grant, _answered(status, error), error)
+                nonce_retried = self._nonce_retry(error, request, offered, nonce_retried)
+                if nonce_retried:
+                    continue
                 if isinstance(error, CredentialsRejectedError) and refresh is not None:
                     logger.info("refresh token refused (%s); using client credentials", error.error)
                     refresh = None
@@ -431,6 +442,41 @@ class TokenManager:
             fetch.attempt(grant, status, None)
             self._log_fetch(token, previous, refreshed=refresh is not None)
             return token
+
+    def _prepared(
+        self, refresh: str | None
+    ) -> Generator[Step, Any, tuple[TokenRequest, tuple[str | None, ...], float]]:
+        """The next token request, final; the secrets it carries; when it was made.
+
+        A supplied client assertion is asked for once per token request, retries
+        included; the DPoP proof is made last, with the newest nonce.
+        """
+        settings = self.settings
+        source = settings.assertions.source
+        assertion = None
+        if source is not None:
+            assertion = yield Call(functools.partial(obtain, source, settings.token_url))
+        now = self.clock()
+        request = build_request(
+            self.dialect, settings, now, refresh_token=refresh, client_assertion=assertion
+        )
+        if settings.dpop is not None:
+            request = settings.dpop.signed(request, now)
+        return request, (settings.client_secret, refresh, assertion), now
+
+    def _nonce_retry(
+        self, error: TokenError, request: TokenRequest, offered: str | None, retried: bool
+    ) -> bool:
+        """RFC 9449 §8: ``use_dpop_nonce`` is answered by one retry with the nonce it gave.
+
+        Never twice in a row: a server that keeps asking for new nonces gets its error.
+        """
+        dpop = self.settings.dpop
+        if dpop is None or retried or not dpop.token_retry(error, request, offered):
+            return False
+        self.slot.stats.nonce_retries += 1
+        logger.info("%s asked for a DPoP nonce; retrying once with it", self.settings.token_url)
+        return True
 
     def _grant(self, refresh: str | None) -> str | None:
         """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""

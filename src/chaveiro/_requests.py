@@ -27,9 +27,10 @@ from chaveiro._dialect import MAX_BODY_BYTES
 from chaveiro._discovery import ProviderMetadata, discovery_url, parse_configuration
 from chaveiro._errors import ConfigurationError, IssuerUnreachableError, TokenError
 from chaveiro._flight import RENEWAL_THREAD
+from chaveiro._requests_dpop import ready_next_hop
 from chaveiro._steps import Detach, RawResponse, Send, run_sync
 from chaveiro._token import Token
-from chaveiro._transport import AuthCore, declared_too_large, too_large, unreachable
+from chaveiro._transport import RENEW, AuthCore, declared_too_large, too_large, unreachable
 
 if TYPE_CHECKING:
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
@@ -121,7 +122,8 @@ class _OwnSession:
 
 
 class RequestsAuth(AuthCore, requests.auth.AuthBase):
-    """``session.auth = auth``: a bearer token on every request, one replay when it is refused."""
+    """``session.auth = auth``: the token (and its DPoP proof) on every request, one replay
+    when it is refused."""
 
     _session: requests.Session | None
     _own_session: _OwnSession
@@ -144,17 +146,23 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
         if self._hosts is not None and not self._applies(urlsplit(r.url or "").hostname):
             return r
         token = self._manager.fresh_token()
+        if token is None:
+            _refuse_async_niquests(r)
+            token = self._obtain_sync(None, background=True)
+        proof = None if self._dpop is None else self._proof(r.method or "GET", r.url or "", token)
         headers = r.headers
-        if token is not None and type(headers) is CaseInsensitiveDict:
+        if type(headers) is CaseInsensitiveDict:
             # What its __setitem__ does, without the call: this is every request's hot path.
             store = headers._store  # type: ignore[attr-defined]
             store["authorization"] = ("Authorization", token.authorization)
-        else:  # no token yet, or not a requests request (niquests, a subclass)
+            if proof is not None:
+                store["dpop"] = ("DPoP", proof)
+        else:  # not a requests request (niquests, a subclass)
             _refuse_async_niquests(r)
-            if token is None:
-                token = self._obtain_sync(None, background=True)
             headers["Authorization"] = token.authorization
-        if self.replay_on_401:
+            if proof is not None:
+                headers["DPoP"] = proof
+        if proof is not None or self.replay_on_401:  # a DPoP answer's nonce is always read
             r.hooks["response"].append(self._on_response_hook)
         return r
 
@@ -259,33 +267,62 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
             return RawResponse(response.status_code, dict(response.headers), body)
 
     def _on_response(self, r: requests.Response, **kwargs: Any) -> requests.Response:
-        if r.status_code not in self._renew_on:
-            return r
+        """Read an API answer; send the request once more when it calls for it.
+
+        A DPoP nonce challenge is answered by one resend with a new proof, a
+        refused token by one renewal and replay: at most one of each, so the
+        request is sent at most three times. A redirect of a DPoP request gets
+        its next hop ready (:func:`~chaveiro._requests_dpop.ready_next_hop`).
+        """
         request = r.request
         sent = request.headers.get("Authorization")
         if not isinstance(sent, str) or getattr(request, "_chaveiro_replay", False):
             return r
-        body: object = request.body
-        rewind = isinstance(getattr(request, "_body_position", None), int)
-        if body is not None and not isinstance(body, bytes | str) and not rewind:
-            logger.info("API answered %d; the request body cannot be replayed", r.status_code)
+        proof = request.headers.get("DPoP") if self._dpop is not None else None
+        if proof is not None and r.is_redirect:
+            self._after(request.url or "", r.status_code, r.headers, proof)  # its nonce
+            ready_next_hop(self, r)
             return r
-        r.content  # noqa: B018 - consume the answer first: its connection goes back to the pool
-        r.close()
-        stale = sent.partition(" ")[2]
-        token = self._obtain_sync(stale)
-        if token.access_token == stale:
-            return r
-        retry = request.copy()
-        retry.headers["Authorization"] = token.authorization
-        retry._chaveiro_replay = True  # type: ignore[attr-defined]
-        if rewind:
-            requests.utils.rewind_body(retry)
-        self._replayed(token)
-        replayed = r.connection.send(retry, **kwargs)
-        replayed.history.append(r)
-        replayed.request = retry
-        return replayed
+        nonce_retried = renewed = False
+        while True:
+            step = self._after(
+                request.url or "",
+                r.status_code,
+                r.headers,
+                proof,
+                nonce_retried=nonce_retried,
+                renewed=renewed,
+            )
+            if step is None:
+                return r
+            body: object = request.body
+            rewind = isinstance(getattr(request, "_body_position", None), int)
+            if body is not None and not isinstance(body, bytes | str) and not rewind:
+                logger.info("API answered %d; the request body cannot be replayed", r.status_code)
+                return r
+            r.content  # noqa: B018 - consume the answer first: its connection goes back to the pool
+            r.close()
+            if step == RENEW:
+                stale = sent.partition(" ")[2]
+                token = self._obtain_sync(stale)
+                if token.access_token == stale:
+                    return r
+                renewed, sent = True, token.authorization
+                self._replayed(token)
+            else:
+                nonce_retried = True
+            retry = request.copy()
+            retry.headers["Authorization"] = sent
+            proof = self._reproof(retry.method or "GET", retry.url or "", sent)
+            if proof is not None:
+                retry.headers["DPoP"] = proof
+            retry._chaveiro_replay = True  # type: ignore[attr-defined]
+            if rewind:
+                requests.utils.rewind_body(retry)
+            replayed = r.connection.send(retry, **kwargs)
+            replayed.history = [*r.history, r]
+            replayed.request = retry
+            r, request = replayed, retry
 
 
 def _refuse_async_niquests(request: Any) -> None:

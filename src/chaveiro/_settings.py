@@ -14,6 +14,8 @@ from chaveiro._errors import ConfigurationError
 if TYPE_CHECKING:
     from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
+    from chaveiro._dpop import DPoP
+
 __all__ = [
     "AUTH_METHODS",
     "CERTIFICATE_METHODS",
@@ -75,6 +77,8 @@ class ClientSettings:
     """Overrides the dialect's ``grant_type_in`` when set."""
     assertions: AssertionSettings = NO_ASSERTIONS
     """The audience of chaveiro's own assertions, or the source of a supplied one."""
+    dpop: DPoP | None = None
+    """DPoP (RFC 9449): every token request carries a proof made with this key."""
 
     def __post_init__(self) -> None:
         if self.auth_method not in AUTH_METHODS:

@@ -74,11 +74,18 @@ class Token:
     refresh_expires_at: float | None = None
     authorization: str = field(init=False, repr=False, compare=False)
     """The ``Authorization`` header value, ready to send."""
+    ath: str = field(init=False, repr=False, compare=False)
+    """A DPoP token's hash for proofs (RFC 9449 §4.2 ``ath``); empty for other tokens."""
     half_life: float = field(init=False, repr=False, compare=False)
     fingerprint: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "authorization", f"{self.token_type} {self.access_token}")
+        ath = ""
+        if self.token_type == "DPoP":
+            digest = hashlib.sha256(self.access_token.encode("ascii", "replace")).digest()
+            ath = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+        object.__setattr__(self, "ath", ath)
         object.__setattr__(self, "half_life", max(0.0, (self.expires_at - self.issued_at) / 2))
         object.__setattr__(self, "fingerprint", fingerprint(self.access_token))
 
@@ -207,6 +214,8 @@ class Identity:
     """How the client authenticates (auth method; for JWTs the algorithm and key id)."""
     assertion_source: str | None = None
     """Where a supplied client assertion comes from (a file's path...), never its content."""
+    dpop: str | None = None
+    """The DPoP key's RFC 7638 thumbprint (and whether a Bearer answer may stand in)."""
     key: str = field(init=False, repr=False, compare=False)
     """A cache key: a hash of all the above, safe for file names and Redis keys."""
 
@@ -225,6 +234,8 @@ class Identity:
             parts.append(["auth", *self.client_auth])
         if self.assertion_source is not None:
             parts.append({"assertion_source": self.assertion_source})
+        if self.dpop is not None:  # keys without DPoP stay as they were
+            parts.append(["dpop", self.dpop])
         canonical = json.dumps(parts)
         object.__setattr__(self, "key", hashlib.sha256(canonical.encode()).hexdigest()[:40])
 
@@ -240,6 +251,7 @@ class Identity:
         thumbprint: str | None = None,
         client_auth: tuple[str, ...] = (),
         assertion_source: str | None = None,
+        dpop: str | None = None,
     ) -> Identity:
         """The identity of these settings.
 
@@ -247,7 +259,9 @@ class Identity:
         client authenticates (:attr:`ClientSettings.client_auth
         <chaveiro._settings.ClientSettings.client_auth>`); ``assertion_source``
         names where a supplied client assertion comes from (its source, not its
-        content, so a rotated assertion keeps the token).
+        content, so a rotated assertion keeps the token); ``dpop`` is the DPoP key's
+        (:attr:`chaveiro._dpop.DPoP.identity`), if any: a token bound to one key or
+        certificate is never used with another.
         """
         raw = secret.encode() if isinstance(secret, str) else secret
         digest = hashlib.sha256(b"chaveiro-secret\0" + raw).hexdigest()
@@ -261,6 +275,7 @@ class Identity:
             thumbprint or None,
             client_auth,
             assertion_source,
+            dpop or None,
         )
 
 

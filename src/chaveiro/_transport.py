@@ -13,12 +13,13 @@ import re
 import ssl
 import sys
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from chaveiro._caches import TokenCache
 from chaveiro._certs import ClientTLS
 from chaveiro._config import HostMatcher
 from chaveiro._dialect import MAX_BODY_BYTES, ClientSettings, Dialect
+from chaveiro._dpop import DPoP, asks_for_nonce, ath_of
 from chaveiro._errors import (
     InvalidTokenResponseError,
     TokenEndpointUnreachableError,
@@ -28,7 +29,16 @@ from chaveiro._httpx_family import CORES, LIBRARIES
 from chaveiro._manager import TokenManager
 from chaveiro._token import Token
 
-__all__ = ["AuthCore", "CappedBody", "declared_too_large", "too_large", "unreachable"]
+__all__ = [
+    "NONCE",
+    "RENEW",
+    "AuthCore",
+    "CappedBody",
+    "Next",
+    "declared_too_large",
+    "too_large",
+    "unreachable",
+]
 
 logger = logging.getLogger("chaveiro")
 
@@ -40,6 +50,12 @@ _TIMEOUTS = (
     ("asyncio.exceptions", "TimeoutError"),  # not the builtin TimeoutError before Python 3.11
 )
 _TLS_ERRORS = (("requests.exceptions", "SSLError"), ("aiohttp", "ClientSSLError"))
+
+NONCE: Literal["nonce"] = "nonce"
+"""Send the request again, same token, with a proof that carries the server's new nonce."""
+RENEW: Literal["renew"] = "renew"
+"""Renew the token (once for every caller) and send the request again with the new one."""
+Next = Literal["nonce", "renew"] | None
 
 
 class AuthCore:
@@ -54,6 +70,7 @@ class AuthCore:
     _renew_on: frozenset[int]
     _timeout: tuple[float, float]
     _tls: ClientTLS | None
+    _dpop: DPoP | None
 
     def _applies(self, host: str | None) -> bool:
         """True if the token may be sent to ``host`` (``only_hosts=``)."""
@@ -69,6 +86,59 @@ class AuthCore:
 
     def _replayed(self, token: Token) -> None:
         self._manager.replayed(token)
+
+    # ---- DPoP (RFC 9449): what every room asks, in one place --------------------------------
+
+    def _proof(self, method: str, url: str, token: Token) -> str | None:
+        """The ``DPoP`` header for an API request that carries ``token``; None for Bearer.
+
+        Made when the request is final, right before it is sent: a fresh ``jti``,
+        the server's newest nonce, and ``ath`` (kept with the token).
+        """
+        dpop = self._dpop
+        if dpop is None or token.token_type != "DPoP":
+            return None
+        return dpop.proof(method, url, self._manager.clock(), token.ath)
+
+    def _reproof(self, method: str, url: str, authorization: str) -> str | None:
+        """The ``DPoP`` header for a request sent again with ``Authorization: authorization``."""
+        scheme, _, access_token = authorization.partition(" ")
+        dpop = self._dpop
+        if dpop is None or scheme != "DPoP":
+            return None
+        return dpop.proof(method, url, self._manager.clock(), ath_of(access_token))
+
+    def _after(
+        self,
+        url: str,
+        status: int,
+        headers: Mapping[str, str],
+        proof: str | None,
+        *,
+        nonce_retried: bool = False,
+        renewed: bool = False,
+    ) -> Next:
+        """What an API answer to a request that carried our token calls for.
+
+        ``proof`` is the request's DPoP proof (None for a Bearer token). The
+        answer's ``DPoP-Nonce``, whatever its status, becomes that server's
+        nonce. A ``401`` whose challenge says ``use_dpop_nonce`` (RFC 9449 §9)
+        calls for :data:`NONCE` once, if it gave a nonce the proof did not carry,
+        and never for a renewal: the server refused the proof, not the token. A
+        status in ``renew_on`` calls for :data:`RENEW` once (``replay_on_401``).
+        """
+        dpop = self._dpop
+        if dpop is not None and proof is not None:
+            offered = dpop.heard(url, headers)
+            if status == 401 and asks_for_nonce(headers):
+                if nonce_retried or not dpop.retry_with_nonce(proof, offered):
+                    return None
+                self._manager.slot.stats.nonce_retries += 1
+                logger.debug("the API asked for a DPoP nonce; sending the request once more")
+                return NONCE
+        if not renewed and self._renews(status):
+            return RENEW
+        return None
 
 
 def _loaded(pairs: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ...]:

@@ -191,6 +191,26 @@ def with_client_assertions() -> None:
         del source
 
 
+def with_dpop() -> None:
+    auth = ClientCredentialsAuth(
+        "https://idp.example.com/token",
+        "id",
+        "secret",
+        dpop_key=Path("dpop.pem"),
+        dpop_alg="ES256",
+        dpop_allow_bearer=False,
+    )
+    ClientCredentialsAuth("https://idp.example.com/token", "id", "secret", dpop_key=True)
+    ClientCredentialsAuth("https://idp.example.com/token", "id", "s", dpop_key=b"-----BEGIN")
+    chaveiro.StackSpotAuth("id", "key", "realm", dpop_key="/run/secrets/dpop.pem")
+    thumbprint: str | None = auth.dpop_thumbprint
+    token = auth.get_token()
+    proof: str = auth.dpop_proof("GET", "https://api.example.com/", token)
+    retries: int = auth.stats.nonce_retries
+    error: chaveiro.InvalidTokenResponseError = chaveiro.DPoPNotSupportedError("bearer")
+    del thumbprint, proof, retries, error
+
+
 def many_tenants() -> None:
     tokens: TokenCache = MemoryCache(max_entries=50_000)
     unbounded = MemoryCache(max_entries=None)

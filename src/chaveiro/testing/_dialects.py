@@ -179,6 +179,8 @@ class Dialect:
     reject_status: int
     reject_desc: str
     shape: Callable[[str, str], dict[str, str]] = rfc6749_shape
+    dpop: bool = False
+    """Supports DPoP (with ``FakeTokenServer(dpop=True)``); the others ignore proofs."""
 
     def render(self, exc: DialectError) -> Response:
         status, desc = (
@@ -189,13 +191,14 @@ class Dialect:
 
 ROUTES: dict[str, Dialect] = {
     "oauth": Dialect(
-        re.compile(r"/oauth2/token"), oauth_token, 401, "Client authentication failed"
+        re.compile(r"/oauth2/token"), oauth_token, 401, "Client authentication failed", dpop=True
     ),
     "stackspot": Dialect(
         re.compile(r"/(?P<realm>[^/]+)/oidc/oauth/token"),
         _stackspot_token,
         401,
         "Invalid client or Invalid client credentials",
+        dpop=True,  # Keycloak 26.4 and later
     ),
     "cidadao": Dialect(
         re.compile(r"/is/connect/token"), _cidadao_token, 400, "", lambda e, d: {"error": e}

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -26,7 +26,7 @@ from chaveiro.testing._wire import DialectError, RecordedRequest
 if TYPE_CHECKING:
     from chaveiro.testing._federation import TrustedIssuer
 
-__all__ = ["Client", "Issued", "TokenRegistry", "public_key"]
+__all__ = ["Binding", "Client", "Issued", "TokenRegistry", "public_key"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,15 @@ class Issued:
     revoked: bool = False
     bound_to: str | None = None
     """``x5t#S256`` of the certificate the token is bound to (RFC 8705 §3)."""
+    jkt: str | None = None
+    """Thumbprint of the DPoP key the token is bound to (RFC 9449 §6)."""
+
+
+class Binding(NamedTuple):
+    """What a token is bound to: a client certificate, a DPoP key, both, or neither."""
+
+    cert: str | None = None
+    jkt: str | None = None
 
 
 def public_key(pem: bytes) -> RSAKey | ECKey:
@@ -136,9 +145,10 @@ class TokenRegistry:
                 self._jtis.add((client_id, str(jti)))
         return True
 
-    def _binding(self, req: RecordedRequest) -> str | None:
-        """What a token issued for ``req`` is bound to: its client certificate, when bound."""
-        return req.client_cert_thumbprint if self.bind_tokens else None
+    def _binding(self, req: RecordedRequest) -> Binding:
+        """What a token issued for ``req`` is bound to: its client certificate (when bound),
+        and the key of its DPoP proof."""
+        return Binding(req.client_cert_thumbprint if self.bind_tokens else None, req.dpop_jkt)
 
     def _remember(self, token: str, issued: Issued, grant: str | None) -> str:
         with self._lock:
@@ -156,7 +166,7 @@ class TokenRegistry:
         grant: str,
         *,
         whole_seconds: bool = False,
-        bound_to: str | None = None,
+        bound_to: Binding | None = None,
     ) -> tuple[str, float]:
         now, lifetime = time.time(), self.lifetime
         expires = math.floor(now + lifetime) if whole_seconds else now + lifetime
@@ -167,11 +177,15 @@ class TokenRegistry:
             "aud": aud,
         }
         claims |= {"exp": int(expires), "iat": int(now), "jti": secrets.token_urlsafe(16)}
-        if bound_to is not None:
-            claims["cnf"] = {"x5t#S256": bound_to}
+        bound_to = bound_to or Binding()
+        cnf = {"x5t#S256": bound_to.cert, "jkt": bound_to.jkt}
+        if bound_to.cert or bound_to.jkt:
+            claims["cnf"] = {name: value for name, value in cnf.items() if value}
         header = {"alg": "HS256", "typ": "JWT"}
         token = jwt.encode(header, {**claims, "scope": scope}, self._signing_key)
-        issued = Issued(client_id, expires, "access", scope, bound_to=bound_to)
+        issued = Issued(
+            client_id, expires, "access", scope, bound_to=bound_to.cert, jkt=bound_to.jkt
+        )
         return self._remember(token, issued, grant), lifetime
 
     def _issue_refresh(

@@ -16,6 +16,7 @@ from types import TracebackType
 from urllib.parse import parse_qs
 
 from chaveiro.testing._dialects import BITIZE_FORMATS, ROUTES, BitizeExpiryFormat, Dialect
+from chaveiro.testing._dpop_server import DPoPServer
 from chaveiro.testing._federation import federation
 from chaveiro.testing._http import HTTPServer
 from chaveiro.testing._knobs import (
@@ -48,7 +49,7 @@ _SECRET_METHODS = [
 _TLS_METHODS = ["tls_client_auth", "self_signed_tls_client_auth"]
 
 
-class FakeTokenServer(TokenRegistry):
+class FakeTokenServer(TokenRegistry, DPoPServer):
     """Fake token provider + protected API on 127.0.0.1; use it as a context manager.
 
     With ``mtls=True`` it serves HTTPS with certificates from a private CA of its
@@ -58,6 +59,10 @@ class FakeTokenServer(TokenRegistry):
     bound to the certificate it was obtained with (RFC 8705 §3), so the API
     answers 401 to a token presented with another certificate. ``ca_file`` is
     what the client must trust; ``issue_client_cert()`` makes client certificates.
+
+    With ``dpop=True`` it supports DPoP (RFC 9449) at the generic and StackSpot
+    (Keycloak) token endpoints and at the API, checking every proof strictly;
+    ``dpop_nonce=True`` makes it demand its nonce in every proof (§8, §9).
     """
 
     lifetime = Knob[float](non_negative)
@@ -106,6 +111,8 @@ class FakeTokenServer(TokenRegistry):
         token_delay: float = 0.0,
         bitize_expiry_format: BitizeExpiryFormat = "iso_z",
         refresh_lifetime: float | None = None,
+        dpop: bool = False,
+        dpop_nonce: bool = False,
     ) -> None:
         if mtls and ssl_context is not None:
             raise ValueError("mtls=True makes its own ssl_context; pass one or the other")
@@ -123,6 +130,7 @@ class FakeTokenServer(TokenRegistry):
         self.auth_methods_supported = _SECRET_METHODS + (_TLS_METHODS if mtls else [])
         self.bind_tokens = True
         self.strict_assertions = False
+        self._init_dpop(dpop, dpop_nonce)
         self.reset_counters()
 
     def start(self) -> FakeTokenServer:
@@ -352,9 +360,12 @@ class FakeTokenServer(TokenRegistry):
         if req.method != "POST":
             return json_response(405, {"error": "invalid_request"}, {"Allow": "POST"})
         try:
-            return dialect.handle(self, req)
+            req = self._token_proof(req, dialect.dpop)
+            response = dialect.handle(self, req)
         except DialectError as exc:
-            return dialect.render(exc)
+            nonce = exc.error == "use_dpop_nonce"
+            response = dialect.render(exc) if not nonce else self._with_nonce(dialect.render(exc))
+        return self._bound_type(req, response)
 
     def _discovery(self, req: RecordedRequest) -> Response:
         with self._lock:
@@ -382,23 +393,16 @@ class FakeTokenServer(TokenRegistry):
                 return json_response(400, {"error": "missing ?to="})
             return json_response(302, {"location": target}, {"Location": target})
         scheme, _, token = req.headers.get("authorization", "").partition(" ")
-        issued = self._valid(token.strip(), "access") if scheme.lower() == "bearer" else None
+        scheme = scheme.lower()
+        issued = self._valid(token.strip(), "access") if scheme in ("bearer", "dpop") else None
         status = int(query["status"]) if query.get("status", "").isdigit() else 200
-        if issued is not None and issued.bound_to not in (None, req.client_cert_thumbprint):
-            return self._unauthorized("the token is bound to another client certificate (RFC 8705)")
+        refused = None if issued is None else self._refused_token(req, scheme, issued)
+        if refused is not None:
+            return refused
         if issued is None or status == 401:
             return self._unauthorized()
         if not 200 <= status <= 599 or status in (204, 304):
             return json_response(400, {"error": "?status= must be 200-599, not 204 or 304"})
         body = {"ok": status < 400, "client_id": issued.client_id, "path": req.path}
-        return json_response(status, {**body, "method": req.method, "body_length": len(req.body)})
-
-    def _unauthorized(self, description: str = "") -> Response:
-        with self._lock:
-            self._api_unauthorized += 1
-        challenge = 'Bearer error="invalid_token"'
-        body = {"error": "invalid_token"}
-        if description:
-            challenge += f', error_description="{description}"'
-            body["error_description"] = description
-        return json_response(401, body, {"WWW-Authenticate": challenge})
+        body |= {"method": req.method, "body_length": len(req.body)}
+        return self._with_nonce(json_response(status, body))

@@ -34,6 +34,8 @@ class RecordedRequest:
     realm: str | None = None
     fields: dict[str, str] = field(default_factory=dict)  # form/JSON body fields, best effort
     client_cert: bytes | None = field(default=None, repr=False)
+    dpop_jkt: str | None = None
+    """The thumbprint of the key of the request's DPoP proof, once the server checked it."""
 
     @property
     def client_cert_thumbprint(self) -> str | None:
