@@ -8,6 +8,7 @@
     .venv/bin/nox -s aiohttp-lowest   # the aiohttp middleware with aiohttp 3.12.0
     .venv/bin/nox -s httpx2-3.13      # the whole suite on httpx2 alone (httpx uninstalled)
     .venv/bin/nox -s httpx2-lowest    # the httpx tests on httpx2 2.0.0, the extra's lower bound
+    .venv/bin/nox -s httpxyz          # the httpx family's tests with the httpxyz fork too
     .venv/bin/nox -s sdks-lowest      # the mcp and openai recipes on the test extra's lower bounds
 
 niquests installs urllib3-future, which replaces urllib3: it never goes into the
@@ -73,7 +74,7 @@ print("direct dependencies:", ", ".join(sorted(found)))
 
 def _pytest(session: nox.Session) -> None:
     session.run("python", "-c", _SHOW_VERSIONS, silent=False)
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run("python", "-m", "pytest", "-n", "auto", *session.posargs)
 
 
 @nox.session(python=PYTHONS)
@@ -131,7 +132,7 @@ def httpx2_session(session: nox.Session) -> None:
 def httpx2_lowest(session: nox.Session) -> None:
     """The httpx tests on httpx2 and httpcore2 2.0.0, the lower bound of the httpx2 extra."""
     _httpx2_only(session, "httpx2==2.0.0", "httpcore2==2.0.0")
-    session.run("python", "-m", "pytest", *HTTPX_TESTS, *session.posargs)
+    session.run("python", "-m", "pytest", "-n", "auto", *HTTPX_TESTS, *session.posargs)
 
 
 @nox.session(name="sdks-lowest", python="3.11")
@@ -152,3 +153,12 @@ HTTPX_TESTS = (
     "tests/test_tls.py",
     "tests/test_mtls.py",
 )
+
+
+@nox.session(python="3.11")
+def httpxyz(session: nox.Session) -> None:
+    """The httpx family's tests (each client library as a parameter) with the httpxyz fork too."""
+    session.install("-e", EXTRAS, "httpxyz")
+    session.run(
+        "python", "-m", "pytest", "-n", "auto", "-k", "httpxyz", *HTTPX_TESTS, *session.posargs
+    )

@@ -62,9 +62,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=["httpx", "httpx2"])
+@pytest.fixture(params=["httpx", "httpx2", "httpxyz"])
 def hx(request: pytest.FixtureRequest) -> ModuleType:
-    """httpx, then httpx2: the libraries of the httpx family (skipped where not installed)."""
+    """httpx, httpx2 and httpxyz: the libraries of the httpx family (each where installed)."""
     return pytest.importorskip(str(request.param))
 
 

@@ -69,6 +69,8 @@ with FakeTokenServer() as server:
     ids=["httpx2-first", "chaveiro-first", "alias_httpx", "without-httpx"],
 )
 def test_an_auth_object_is_an_httpx2_auth_whatever_the_import_order(imports: str):
+    if "alias_httpx" in imports and not hasattr(httpx2, "alias_httpx"):
+        pytest.skip(f"httpx2 {httpx2.__version__} has no alias_httpx() yet")
     assert _run(f"{imports}\n{_USE}").split() == ["True", "[200,", "200,", "200]", "1"]
 
 

@@ -1,4 +1,4 @@
-"""chaveiro: OAuth 2.0 client-credentials tokens for requests, httpx and aiohttp.
+"""chaveiro: OAuth 2.0 client-credentials tokens for requests, httpx, httpx2 and aiohttp.
 
 >>> session.auth = ClientCredentialsAuth(token_url=..., client_id=..., client_secret=...)
 
