@@ -78,6 +78,7 @@ def test_no_secret_in_any_log_or_error(server: FakeTokenServer, caplog: pytest.L
 
     anyio.run(use_async)
     texts.append(repr(good.stats))
+    texts.append(repr(good._cache))  # the cache that holds the tokens shows how many, not which
 
     async def through_aiohttp(auth: ClientCredentialsAuth, revoke: bool = False) -> object:
         async with aiohttp.ClientSession(middlewares=(auth,)) as session:

@@ -35,14 +35,17 @@ from chaveiro import (
     ClientCredentialsAuth,
     CredentialsRejectedError,
     FileCache,
+    MemoryCache,
     RedisCache,
     TokenEndpointError,
     TokenEndpointUnreachableError,
 )
 from chaveiro._errors import redact
+from chaveiro._slots import count, sweep
 from chaveiro._telemetry import CACHE_BUCKETS, FETCH_BUCKETS, error_type
 from chaveiro.testing import Failure, FakeTokenServer, reset
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, join_renewals
+from tests.test_counts import auth_steps_in_threads
 
 FETCH = "chaveiro.token.fetch"
 DURATION = "chaveiro.token.fetch.duration"
@@ -189,6 +192,34 @@ def test_a_fetch_reports_one_span_one_attempt_and_one_duration(otel, server, mak
     assert data.table(REUSED) == [(BASE, 2)]  # the second and third requests
     assert data.table(REPLAYS) == []
     assert data.table(CACHE_DURATION) == []  # the in-process cache is not a shared one
+
+
+def test_requests_that_waited_on_a_cold_start_are_counted_as_reused(otel, server, make_auth):
+    """The field: 300 requests at a cold start; the reuse counter saw 100 of the 299."""
+    server.token_delay = 0.3
+    auth = make_auth()
+    auth_steps_in_threads(auth, server.api_url(), 300)
+    assert server.token_requests == 1
+    data = otel.collect()
+    assert data.table(REUSED) == [(BASE, 299)]
+    assert data.table(DURATION) == [({**BASE, **GRANT, "chaveiro.fetch.reason": "first"}, 1)]
+    assert auth.stats.reused == 299
+
+
+def test_the_reuse_counter_never_goes_down_when_idle_state_goes(otel, server, make_auth):
+    """A dropped auth object's expired state goes; what it counted stays counted."""
+    clock, cache = FakeClock(), MemoryCache()
+    auth = make_auth(clock=clock, cache=cache)
+    for _ in range(3):
+        auth.get_token()
+    del auth
+    clock.now += 3600
+    sweep(cache, clock())
+    assert count(cache) == 0
+    assert otel.collect().table(REUSED) == [(BASE, 2)]
+    make_auth(clock=clock, cache=cache).get_token()  # a new slot for the identity counts on top
+    make_auth(clock=clock, cache=cache).get_token()
+    assert otel.collect().table(REUSED) == [(BASE, 3)]
 
 
 def test_instruments_have_their_documented_kinds_and_units(otel, server, make_auth, tmp_path):

@@ -71,18 +71,19 @@ def test_the_pickled_form_holds_no_token(tmp_path: Path, kind: str):
 
 def test_memory_caches_in_another_process(tmp_path: Path):
     """There, each original is one new empty cache, however many times it arrives."""
-    private, other = MemoryCache(), MemoryCache()
+    private, other = MemoryCache(), MemoryCache(max_entries=7)
     private.set("k", a_token())
     printed = in_another_process(
         "from chaveiro._caches import default_cache\n"
         "a, a_again, b, default = objects\n"
-        "print(a is a_again, a is not b, default is default_cache(), a.get('k'))\n",
+        "print(a is a_again, a is not b, default is default_cache(), a.get('k'),"
+        " a.max_entries, b.max_entries)\n",
         pickle.dumps(private),
         pickle.dumps(private),
         pickle.dumps(other),
         pickle.dumps(default_cache()),
     )
-    assert printed == "True True True None"
+    assert printed == "True True True None 10000 7"
 
 
 def test_file_cache_in_another_process_reads_the_same_files(tmp_path: Path):

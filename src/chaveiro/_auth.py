@@ -39,7 +39,7 @@ from chaveiro._dpop import DPoPKey, ath_of, dpop_settings
 from chaveiro._errors import ConfigurationError, MissingSettingError
 from chaveiro._httpx import HttpxAuth
 from chaveiro._manager import Policy, Stats, TokenManager
-from chaveiro._requests import RequestsAuth, _OwnSession, discover
+from chaveiro._requests import RequestsAuth, ResponseHook, _OwnSession, discover
 from chaveiro._steps import obtain_async
 from chaveiro._token import DEFAULT_LEEWAY, Clock, Identity, Token, normalize_scope
 
@@ -178,7 +178,7 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
             use_refresh_token=refresh,
         )
         self._own_session = _OwnSession(self._tls)
-        self._on_response_hook = self._on_response
+        self._on_response_hook = ResponseHook(self)
         self._dpop = self._settings.dpop
 
     # ---- presentation ---------------------------------------------------------------------
@@ -238,6 +238,17 @@ class ClientCredentialsAuth(RequestsAuth, HttpxAuth, AiohttpMiddleware):
     def stats(self) -> Stats:
         """A snapshot of this identity's counters in this process (for metrics)."""
         return self._manager.slot.stats.copy()
+
+    def close(self) -> None:
+        """Close the session chaveiro made for its own token requests (a given one stays open),
+        and let go of this identity's state in the process.
+
+        That state (the token, the cool-down, the counters) is freed once its token
+        has expired, unless another auth object of the same identity is alive. The
+        auth object stays usable: it holds the state again when it next needs a token.
+        """
+        super().close()
+        self._manager.release()
 
     # ---- pickling and copying: settings only ------------------------------------------------
 

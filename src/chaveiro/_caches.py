@@ -18,6 +18,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
@@ -32,18 +33,21 @@ import anyio
 import anyio.to_thread
 
 from chaveiro import _travel
-from chaveiro._errors import ChaveiroError, excerpt
+from chaveiro._errors import ChaveiroError, ConfigurationError, excerpt
+from chaveiro._lru import Lru
 from chaveiro._token import Token
 
 if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "DEFAULT_MAX_ENTRIES",
     "LOCK_POLL",
     "MemoryCache",
     "TokenCache",
     "cache_advice",
     "cache_trouble",
+    "check_max_entries",
     "default_cache",
     "paused",
     "polled_lock",
@@ -95,35 +99,87 @@ class TokenCache(Protocol):
     def alock(self, key: str, timeout: float) -> AbstractAsyncContextManager[bool]: ...
 
 
+DEFAULT_MAX_ENTRIES = 10_000
+"""How many tokens a :class:`MemoryCache` keeps unless told otherwise, the default cache too.
+
+A kept token costs about 2.4 KB with its state (a 670-character JWT, its
+``Authorization`` header, the identity's slot: ``benchmarks/memory.py``), so the
+bound caps tokens that no live auth object uses at about 25 MB: more tenants
+than most services serve within one token lifetime, little next to a worker's
+memory. Auth objects that are alive keep their own identity's token whatever
+the bound (see :mod:`chaveiro._slots`).
+"""
+
+
+def check_max_entries(max_entries: object) -> int | None:
+    """``max_entries`` for a :class:`MemoryCache`: a whole number >= 1, or ``None`` (no bound)."""
+    if max_entries is None:
+        return None
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+        raise ConfigurationError(
+            f"max_entries must be a whole number >= 1 (how many tokens the cache keeps), or"
+            f" None for no bound; got {max_entries!r}."
+        )
+    return max_entries
+
+
 class MemoryCache:
     """Tokens in this process's memory: the default, shared by every auth object.
 
     ``MemoryCache()`` makes a private cache; auth objects built without
     ``cache=`` share the process-wide one returned by ``default_cache()``.
 
+    It keeps at most ``max_entries`` tokens (10,000 by default; ``None``: no
+    bound), dropping the least recently used first, and drops
+    expired ones as auth objects come and go. The token of an auth object that
+    is alive stays in the process whatever the bound: only tokens that nobody
+    holds are dropped.
+
     Pickled or copied, a MemoryCache carries no token: a copy in the same process
     is the cache itself, and in another process every copy of one cache is one
     new, empty cache (the default cache: that process's default cache).
     """
 
-    def __init__(self) -> None:
-        self._tokens: dict[str, Token] = {}
+    def __init__(self, max_entries: int | None = DEFAULT_MAX_ENTRIES) -> None:
+        self.max_entries = check_max_entries(max_entries)
+        self._tokens: Lru[Token] = Lru()
         self._lock = threading.Lock()
+        _memory_caches.add(self)
 
     def __repr__(self) -> str:
-        return f"MemoryCache(<{len(self._tokens)} tokens>)"
+        return f"MemoryCache(<{len(self._tokens)} tokens>, max_entries={self.max_entries})"
 
     def __reduce__(self) -> tuple[object, ...]:
         if self is _DEFAULT:
             return default_cache, ()
-        return _travel.reduce(self, MemoryCache, ())
+        return _travel.reduce(self, MemoryCache, (self.max_entries,))
+
+    def __contains__(self, key: object) -> bool:
+        """True while a token is kept for ``key``; its place in the order is left alone."""
+        return isinstance(key, str) and key in self._tokens
 
     def get(self, key: str) -> Token | None:
-        return self._tokens.get(key)
+        with self._lock:
+            return self._tokens.get(key)
 
     def set(self, key: str, token: Token) -> None:
         with self._lock:
-            self._tokens[key] = token
+            self._tokens.put(key, token)
+            if self.max_entries is not None:
+                while len(self._tokens) > self.max_entries:
+                    self._tokens.pop_oldest()
+
+    def touch(self, key: str) -> None:
+        """Make the token of ``key`` the most recently used: its identity is in use."""
+        with self._lock:
+            self._tokens.get(key)
+
+    def discard_expired(self, key: str, now: float) -> None:
+        """Drop the token of ``key`` if it has expired at ``now``."""
+        with self._lock:
+            token = self._tokens.peek(key)
+            if token is not None and not token.is_valid(now):
+                self._tokens.pop(key)
 
     def clear(self) -> None:
         """Forget every token."""
@@ -146,6 +202,8 @@ class MemoryCache:
         yield True
 
 
+_memory_caches: weakref.WeakSet[MemoryCache] = weakref.WeakSet()
+"""Every MemoryCache alive, whose lock a child process makes anew after ``fork()``."""
 _DEFAULT = MemoryCache()
 
 
@@ -259,6 +317,8 @@ async def polled_lock(
 def _after_fork_in_child() -> None:
     global _troubles_lock  # noqa: PLW0603 - a lock held at fork() time stays held in the child
     _troubles_lock = threading.Lock()
+    for cache in list(_memory_caches):
+        cache._lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -190,7 +190,11 @@ def check_renew_on(statuses: object) -> frozenset[int]:
             " is no longer accepted, (401,) by default or (401, 403) for APIs that answer 403"
             " to a revoked or expired token."
         )
-    return frozenset(codes)
+    chosen = frozenset(codes)
+    return _RENEW_ON.setdefault(chosen, chosen)  # one of three: shared, not one per object
+
+
+_RENEW_ON: dict[frozenset[int], frozenset[int]] = {}
 
 
 def host_matcher(patterns: Iterable[str] | None) -> HostMatcher | None:

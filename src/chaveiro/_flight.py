@@ -1,20 +1,18 @@
-"""Single flight: the process-wide state of each identity, and the flights that fill it.
+"""Single flight: the flights that fill each identity's slot, and its counters.
 
-Per identity there is one :class:`Slot` in the process (per cache): the held
-token, the flight in progress, the last failure and its cool-down, and the
-counters. A :class:`Flight` carries a token or a failure to every caller that
-waits for it, on threads, asyncio loops and trio alike. The slots survive
-``fork()``: a child keeps the tokens and starts with fresh locks.
+A :class:`Flight` carries a token or a failure to every caller that waits for
+it, on threads, asyncio loops and trio alike. The per-identity state it fills
+(the held token, the flight in progress, the cool-down, the :class:`Stats`)
+lives in :mod:`chaveiro._slots`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import os
+import functools
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -22,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import sniffio
 
-from chaveiro import _telemetry
 from chaveiro._caches import TokenCache
 from chaveiro._errors import TokenError
 from chaveiro._token import Token
@@ -35,8 +32,6 @@ __all__ = [
     "Flight",
     "Stats",
     "backend_name",
-    "reset_state",
-    "slot_for",
     "wait_for_renewals",
 ]
 
@@ -50,7 +45,8 @@ class Stats:
     renewed: int = 0
     """Of those, the ones that replaced an earlier token."""
     reused: int = 0
-    """Requests answered from a held token without asking anyone."""
+    """Requests answered without a token request of their own: from the held token, or
+    from the token another caller fetched while they waited (see :attr:`waited`)."""
     failed: int = 0
     """Renewals that failed (after retries)."""
     replayed: int = 0
@@ -59,6 +55,10 @@ class Stats:
     """Tokens found in the cache that another auth object or process had fetched."""
     nonce_retries: int = 0
     """Requests sent again with a new DPoP nonce (RFC 9449 §8, §9), token requests included."""
+    waited: int = 0
+    """Of the :attr:`reused`, the requests that waited for another caller's fetch (a cold
+    start, an expired token). Every request that got a token is counted once: in
+    :attr:`fetched`, :attr:`cache_hits` or :attr:`reused`."""
 
     def copy(self) -> Stats:
         return copy.copy(self)
@@ -155,67 +155,15 @@ def _wake(loop: asyncio.AbstractEventLoop, shared: asyncio.Future[None]) -> None
         loop.call_soon_threadsafe(resolve)
 
 
-class Slot:
-    """Process-wide state of one identity in one cache."""
-
-    __slots__ = (
-        "failure",
-        "failure_until",
-        "failures",
-        "flight",
-        "labels",
-        "lock",
-        "stats",
-        "succeeded",
-        "token",
-    )
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.token: Token | None = None
-        self.flight: Flight | None = None
-        self.failure: TokenError | None = None
-        self.failure_until = 0.0
-        self.failures = 0
-        self.succeeded = False
-        self.stats = Stats()
-        self.labels: tuple[str, str, str] | None = None
-        """``(server.address, provider, cache backend)`` for telemetry, once known."""
-
-
-_registry_lock = threading.Lock()
-_registry: weakref.WeakKeyDictionary[TokenCache, dict[str, Slot]] = weakref.WeakKeyDictionary()
-
-
-def _counts() -> list[tuple[str, str, str, int, int]]:
-    """What telemetry's observable counters read: every identity's counters, labelled."""
-    with _registry_lock:
-        slots = [slot for slots in _registry.values() for slot in slots.values()]
-    return [
-        (*slot.labels, slot.stats.reused, slot.stats.cache_hits)
-        for slot in slots
-        if slot.labels is not None
-    ]
-
-
-_telemetry.use_counts(_counts)
-
-
 def backend_name(cache: TokenCache) -> str:
     """A short name for the kind of ``cache``: ``memory``, ``file``, ``redis``..."""
-    name = type(cache).__name__.lower()
+    return _kind_name(type(cache))
+
+
+@functools.cache  # one string per kind of cache, not one per identity
+def _kind_name(kind: type) -> str:
+    name = kind.__name__.lower()
     return name.removesuffix("cache") or name
-
-
-def slot_for(cache: TokenCache, key: str) -> Slot:
-    with _registry_lock:
-        slots = _registry.get(cache)
-        if slots is None:
-            slots = _registry[cache] = {}
-        slot = slots.get(key)
-        if slot is None:
-            slot = slots[key] = Slot()
-        return slot
 
 
 RENEWAL_THREAD = "chaveiro-renewal"
@@ -231,34 +179,3 @@ def wait_for_renewals(timeout: float = 30.0) -> bool:
             if thread.is_alive():
                 return False
     return True
-
-
-def reset_state() -> None:
-    """Forget every token, flight and cool-down held in this process (for tests).
-
-    Background renewals finish first, so none can bring a token back afterwards.
-    """
-    wait_for_renewals()
-    with _registry_lock:
-        for slots in _registry.values():
-            for slot in slots.values():
-                labels = slot.labels
-                slot.__init__()  # type: ignore[misc]
-                slot.labels = labels
-
-
-def _after_fork_in_child() -> None:
-    # Locks held by other threads at fork() time would stay held forever in the
-    # child, and their flights would never finish: start every slot afresh but
-    # keep the tokens, which are still good.
-    global _registry_lock  # noqa: PLW0603
-    _registry_lock = threading.Lock()
-    for slots in _registry.values():
-        for slot in slots.values():
-            token, stats, labels = slot.token, slot.stats, slot.labels
-            slot.__init__()  # type: ignore[misc]
-            slot.token, slot.stats, slot.labels = token, stats, labels
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

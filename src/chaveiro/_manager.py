@@ -5,9 +5,10 @@ yields *steps* (:mod:`chaveiro._steps`) — send this token request, sleep, wait
 for another caller's fetch, read or write the cache — and receives their
 results; two small drivers carry the steps out, blocking or awaiting.
 
-Single flight (:mod:`chaveiro._flight`): the first caller that finds the token
-missing or due for renewal becomes the leader and fetches; the others wait for
-its :class:`Flight`, or keep using the current token while it is still valid.
+Single flight (:mod:`chaveiro._flight`, :mod:`chaveiro._slots`): the first caller
+that finds the token missing or due for renewal becomes the leader and fetches;
+the others wait for its :class:`Flight`, or keep using the current token while it
+is still valid.
 The flight carries a failure as well as a token, and a failed renewal starts a
 cool-down during which callers get that failure at once instead of asking the
 provider again. The slot's lock guards a few field reads and writes only; it is
@@ -35,17 +36,9 @@ from chaveiro._assertions import obtain
 from chaveiro._caches import TokenCache
 from chaveiro._dialect import ClientSettings, Dialect, TokenRequest, build_request, parse_response
 from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
-from chaveiro._flight import (
-    RENEWAL_THREAD,
-    Flight,
-    Slot,
-    Stats,
-    backend_name,
-    reset_state,
-    slot_for,
-    wait_for_renewals,
-)
+from chaveiro._flight import RENEWAL_THREAD, Flight, Stats, backend_name, wait_for_renewals
 from chaveiro._policy import Policy
+from chaveiro._slots import Hold, Slot, hold, reset_state, sweep
 from chaveiro._steps import (
     CacheGet,
     CacheLock,
@@ -119,6 +112,7 @@ class TokenManager:
     """Fetches, shares and renews the token of one identity."""
 
     __slots__ = (
+        "_hold",
         "_labels",
         "_renew_at",
         "cache",
@@ -149,7 +143,8 @@ class TokenManager:
         self.clock = clock
         self.policy = policy or Policy()
         self.use_refresh_token = use_refresh_token
-        self.slot = slot_for(cache, identity.key)
+        self._hold: Hold | None = hold(cache, identity.key, clock())
+        self.slot = self._hold.slot
         self._renew_at: tuple[Token | None, float] = (None, 0.0)
         self._labels: tuple[str, str, str] | None = None
 
@@ -181,6 +176,22 @@ class TokenManager:
             return token
         return None
 
+    def release(self) -> None:
+        """Let go of the identity's slot: it goes once idle, unless another manager holds it.
+
+        The token in hand keeps serving the warm path; the next flow holds the slot again.
+        """
+        self._hold = None
+
+    def _held_slot(self, now: float) -> Slot:
+        """The slot, held again after :meth:`release`; a few idle slots go meanwhile."""
+        if self._hold is None:
+            self._hold = hold(self.cache, self.identity.key, now)
+            self.slot = self._hold.slot
+        else:
+            sweep(self.cache, now)
+        return self.slot
+
     @property
     def labels(self) -> tuple[str, str, str]:
         """``(server.address, provider, cache backend)``: what telemetry says about us."""
@@ -201,7 +212,7 @@ class TokenManager:
         With ``background``, a caller that must renew a token that is still valid
         gets :class:`Detach` first and does not wait for the renewal.
         """
-        slot = self.slot
+        slot = self._held_slot(self.clock())
         while True:
             now = self.clock()
             with slot.lock:
@@ -209,10 +220,12 @@ class TokenManager:
                 if held is not None and held.access_token == stale:
                     held = None
                 if held is not None and held.is_fresh(now, self.policy.leeway):
+                    slot.stats.reused += 1
                     return held
                 usable = held if held is not None and held.is_valid(now) else None
                 if slot.failure is not None and now < slot.failure_until:
                     if usable is not None:
+                        slot.stats.reused += 1
                         return usable
                     raise copy.copy(slot.failure)
                 flight = slot.flight
@@ -221,12 +234,14 @@ class TokenManager:
                     flight = slot.flight = Flight()
                     slot.labels = self.labels
             if not leader:
-                if usable is not None:
-                    return usable  # someone is renewing it; keep using the current one
+                if usable is not None:  # someone is renewing it; keep using the current one
+                    slot.reused()
+                    return usable
                 yield Wait(flight, self.wait_timeout)
                 if flight.error is not None:
                     raise copy.copy(flight.error)
                 if flight.token is not None and flight.token.access_token != stale:
+                    slot.reused(waited=True)
                     return flight.token
                 if not flight.wait(0):
                     raise TokenEndpointError(
@@ -263,6 +278,7 @@ class TokenManager:
                     usable.fingerprint,
                     error,
                 )
+                slot.reused()
                 return usable
             raise error from None
         except BaseException:

@@ -35,7 +35,7 @@ from chaveiro._transport import RENEW, AuthCore, declared_too_large, too_large, 
 if TYPE_CHECKING:
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 
-__all__ = ["RequestsAuth", "discover"]
+__all__ = ["RequestsAuth", "ResponseHook", "discover"]
 
 logger = logging.getLogger("chaveiro")
 
@@ -323,6 +323,24 @@ class RequestsAuth(AuthCore, requests.auth.AuthBase):
             replayed.history = [*r.history, r]
             replayed.request = retry
             r, request = replayed, retry
+
+
+class ResponseHook:
+    """requests' response hook, holding its auth object weakly.
+
+    A bound method kept on the object would be a reference cycle: a dropped auth
+    object would wait for the cycle collector, and keep its identity's state held
+    until then. Without one it goes (and lets go) at once.
+    """
+
+    __slots__ = ("_auth",)
+
+    def __init__(self, auth: RequestsAuth) -> None:
+        self._auth = weakref.ref(auth)
+
+    def __call__(self, r: requests.Response, **kwargs: Any) -> requests.Response:
+        auth = self._auth()
+        return r if auth is None else auth._on_response(r, **kwargs)
 
 
 def _refuse_async_niquests(request: Any) -> None:

@@ -209,3 +209,13 @@ def with_dpop() -> None:
     retries: int = auth.stats.nonce_retries
     error: chaveiro.InvalidTokenResponseError = chaveiro.DPoPNotSupportedError("bearer")
     del thumbprint, proof, retries, error
+
+
+def many_tenants() -> None:
+    tokens: TokenCache = MemoryCache(max_entries=50_000)
+    unbounded = MemoryCache(max_entries=None)
+    bound: int | None = unbounded.max_entries
+    auth = ClientCredentialsAuth("https://idp/token", "id", "secret", cache=tokens)
+    waited: int = auth.stats.waited
+    auth.close()
+    del bound, waited

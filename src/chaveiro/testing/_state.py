@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chaveiro._caches import default_cache, reset_cache_health
 from chaveiro._dpop import forget_nonces
-from chaveiro._flight import reset_state
+from chaveiro._slots import reset_state
 
 __all__ = ["reset"]
 
