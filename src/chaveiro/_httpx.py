@@ -24,13 +24,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, Generator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from chaveiro._errors import TokenError
 from chaveiro._httpx_dpop import HopProofs, prove
 from chaveiro._httpx_family import family, join, library_of
+from chaveiro._httpx_plan import (
+    OURS,
+    Advance,
+    AsyncSteps,
+    Closed,
+    Instruction,
+    Read,
+    Start,
+    Steps,
+    TokenRequest,
+)
 from chaveiro._httpx_wire import (
     AsyncTrace,
     RedirectRefused,
@@ -39,7 +49,7 @@ from chaveiro._httpx_wire import (
     closing_cause,
     one_shot,
 )
-from chaveiro._steps import CannotRetry, RawResponse, Send, run_async, run_sync
+from chaveiro._steps import CannotRetry, RawResponse, Send
 from chaveiro._token import Token
 from chaveiro._transport import RENEW, AuthCore, CappedBody, unreachable
 
@@ -58,57 +68,6 @@ else:
     _Family = object
 
 __all__ = ["HttpxAuth"]
-
-
-# ---- instructions from the plan to the two drivers -------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Start:
-    """Start a token flow (``stale``: the access token the API refused); reply: its first item."""
-
-    stale: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Advance:
-    """Give the token flow ``value`` (or throw ``error`` into it); reply: its next item."""
-
-    value: RawResponse | None = None
-    error: BaseException | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """Read ``response``'s body, up to the cap when ``capped``; reply: the bytes."""
-
-    response: Any  # the library's Response
-    capped: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class _TokenRequest:
-    """Send our token ``request`` through the user's client; reply: its response."""
-
-    request: Any  # the library's Request
-
-
-_OURS = (_TokenRequest, _Start, _Advance, _Read)
-_Instruction = Any
-"""One of ``_OURS``, or a bare request: the user's own (a close of the flow while it is out
-needs no telling)."""
-
-
-class _Closed(Exception):  # noqa: N818 - never leaves this module
-    """httpx closed the flow while a request was out: its ``GeneratorExit``, carried to the plan.
-
-    A ``GeneratorExit`` thrown into a generator that delegates with ``yield
-    from`` closes the inner one without telling it why; this one reaches it.
-    """
-
-    def __init__(self, exit_: GeneratorExit) -> None:
-        super().__init__()
-        self.exit = exit_
 
 
 def _replayable(request: Any) -> bool:
@@ -195,7 +154,7 @@ class HttpxAuth(AuthCore, _Family):
         library = library_of(client)
         obtained: list[Token] = []
 
-        def plan() -> Generator[_Instruction, Any, None]:
+        def plan() -> Generator[Instruction, Any, None]:
             token = yield from self._exchange(None, None, library, asynchronous=True)
             obtained.append(token)
 
@@ -222,7 +181,7 @@ class HttpxAuth(AuthCore, _Family):
 
     # ---- the plan: every decision of one call, for both drivers -------------------------------
 
-    def _plan(self, request: Any, *, asynchronous: bool) -> Generator[_Instruction, Any, None]:
+    def _plan(self, request: Any, *, asynchronous: bool) -> Generator[Instruction, Any, None]:
         if self._hosts is not None and not self._applies(request.url.host):
             yield request
             return
@@ -245,7 +204,7 @@ class HttpxAuth(AuthCore, _Family):
 
     def _follow_up(
         self, request: Any, response: Any, token: Token, proof: str | None, *, asynchronous: bool
-    ) -> Generator[_Instruction, Any, None]:
+    ) -> Generator[Instruction, Any, None]:
         """Send ``request`` again when its ``response`` calls for it (:meth:`AuthCore._after`).
 
         A DPoP nonce challenge: once more, with a new proof. A refused ``token``:
@@ -264,7 +223,7 @@ class HttpxAuth(AuthCore, _Family):
             )
             if step is None or not _answered(response, token) or not _replayable(request):
                 return
-            yield _Read(response, capped=False)  # frees its connection meanwhile
+            yield Read(response, capped=False)  # frees its connection meanwhile
             if step == RENEW:
                 stale = token.access_token
                 fresh = yield from self._exchange(
@@ -282,38 +241,38 @@ class HttpxAuth(AuthCore, _Family):
 
     def _exchange(
         self, user_request: Any, stale: str | None, library: ModuleType, *, asynchronous: bool
-    ) -> Generator[_Instruction, Any, Token]:
+    ) -> Generator[Instruction, Any, Token]:
         """Obtain a token, sending token requests through the user's own client."""
         url = self._settings.token_url
         failures: tuple[type[BaseException], ...] = (RedirectRefused, *family("TransportError"))
         failed: tuple[type[BaseException], ...] = (TokenError, *failures)
-        item = yield _Start(stale)
+        item = yield Start(stale)
         while isinstance(item, Send):
             token_request = self._to_httpx(item, user_request, library, asynchronous=asynchronous)
             try:
-                response = yield _TokenRequest(token_request)
-            except _Closed as closed:  # the user's client failed and ends the call
+                response = yield TokenRequest(token_request)
+            except Closed as closed:  # the user's client failed and ends the call
                 cause = closing_cause(closed.exit, token_request)
                 error = closed_by(cause, token_request, self.dialect, url, self._manager.clock())
                 if error is None:
                     raise
                 try:
-                    yield _Advance(error=CannotRetry(error))  # the flow records the failure
+                    yield Advance(error=CannotRetry(error))  # the flow records the failure
                 except TokenError as final:
                     raise final from cause
                 raise error from cause
             except failures as exc:  # _aget_token_through's own send
                 now = self._manager.clock()
                 error = closed_by(exc, token_request, self.dialect, url, now)
-                item = yield _Advance(error=error or unreachable(url, exc))
+                item = yield Advance(error=error or unreachable(url, exc))
                 continue
             try:
-                body = yield _Read(response)
+                body = yield Read(response)
             except failed as exc:
                 error = exc if isinstance(exc, TokenError) else unreachable(url, exc)
-                item = yield _Advance(error=error)
+                item = yield Advance(error=error)
             else:
-                item = yield _Advance(RawResponse(response.status_code, response.headers, body))
+                item = yield Advance(RawResponse(response.status_code, response.headers, body))
         assert isinstance(item, Token)
         return item
 
@@ -343,8 +302,8 @@ class HttpxAuth(AuthCore, _Family):
 
     # ---- the two drivers: blocking and awaiting -----------------------------------------------
 
-    def _drive(self, plan: Generator[_Instruction, Any, None]) -> Generator[Any, Any, None]:
-        steps: _Steps | None = None
+    def _drive(self, plan: Generator[Instruction, Any, None]) -> Generator[Any, Any, None]:
+        steps: Steps | None = None
         reply: Any = None
         error: BaseException | None = None
         try:
@@ -353,18 +312,18 @@ class HttpxAuth(AuthCore, _Family):
                     item = plan.throw(error) if error is not None else plan.send(reply)
                 except StopIteration:
                     return
-                except _Closed as closed:
+                except Closed as closed:
                     raise closed.exit from None
                 reply, error = None, None
                 try:
-                    if not isinstance(item, _OURS):
+                    if not isinstance(item, OURS):
                         reply = yield item  # closed here: nothing of ours is out
-                    elif isinstance(item, _TokenRequest):
+                    elif isinstance(item, TokenRequest):
                         try:
                             reply = yield item.request
                         except GeneratorExit as exit_:
-                            error = _Closed(exit_)
-                    elif isinstance(item, _Read):
+                            error = Closed(exit_)
+                    elif isinstance(item, Read):
                         response = item.response
                         url = self._settings.token_url
                         body = CappedBody(url, response.headers, capped=item.capped)
@@ -372,7 +331,7 @@ class HttpxAuth(AuthCore, _Family):
                             body.add(chunk)
                         reply = response._content = body.body()  # user hooks may read it
                     else:
-                        steps = steps or _Steps(self)
+                        steps = steps or Steps(self._manager, self._cache)
                         reply = steps.do(item)
                 except Exception as exc:  # noqa: BLE001 - handed to the plan
                     error = exc
@@ -381,8 +340,8 @@ class HttpxAuth(AuthCore, _Family):
                 steps.close()
             plan.close()
 
-    async def _adrive(self, plan: Generator[_Instruction, Any, None]) -> AsyncGenerator[Any, Any]:
-        steps: _AsyncSteps | None = None
+    async def _adrive(self, plan: Generator[Instruction, Any, None]) -> AsyncGenerator[Any, Any]:
+        steps: AsyncSteps | None = None
         reply: Any = None
         error: BaseException | None = None
         try:
@@ -391,18 +350,18 @@ class HttpxAuth(AuthCore, _Family):
                     item = plan.throw(error) if error is not None else plan.send(reply)
                 except StopIteration:
                     return
-                except _Closed as closed:
+                except Closed as closed:
                     raise closed.exit from None
                 reply, error = None, None
                 try:
-                    if not isinstance(item, _OURS):
+                    if not isinstance(item, OURS):
                         reply = yield item  # closed here: nothing of ours is out
-                    elif isinstance(item, _TokenRequest):
+                    elif isinstance(item, TokenRequest):
                         try:
                             reply = yield item.request
                         except GeneratorExit as exit_:
-                            error = _Closed(exit_)
-                    elif isinstance(item, _Read):
+                            error = Closed(exit_)
+                    elif isinstance(item, Read):
                         response = item.response
                         url = self._settings.token_url
                         body = CappedBody(url, response.headers, capped=item.capped)
@@ -410,7 +369,7 @@ class HttpxAuth(AuthCore, _Family):
                             body.add(chunk)
                         reply = response._content = body.body()  # user hooks may read it
                     else:
-                        steps = steps or _AsyncSteps(self)
+                        steps = steps or AsyncSteps(self._manager, self._cache)
                         reply = await steps.do(item)
                 except Exception as exc:  # noqa: BLE001 - handed to the plan
                     error = exc
@@ -418,49 +377,3 @@ class HttpxAuth(AuthCore, _Family):
             if steps is not None:
                 await steps.aclose()
             plan.close()
-
-
-class _Steps:
-    """Carries out :class:`_Start` and :class:`_Advance` with the blocking token-flow driver."""
-
-    def __init__(self, auth: HttpxAuth) -> None:
-        self.auth = auth
-        self.driver: Generator[Any, Any, None] | None = None
-
-    def do(self, item: _Start | _Advance) -> Any:
-        if isinstance(item, _Start):
-            self.close()
-            manager = self.auth._manager
-            self.driver = run_sync(manager.flow(item.stale), self.auth._cache)
-            return next(self.driver)
-        assert self.driver is not None
-        if item.error is not None:
-            return self.driver.throw(item.error)
-        return self.driver.send(item.value)
-
-    def close(self) -> None:
-        if self.driver is not None:
-            self.driver.close()
-
-
-class _AsyncSteps:
-    """The same as :class:`_Steps`, awaiting (asyncio or trio)."""
-
-    def __init__(self, auth: HttpxAuth) -> None:
-        self.auth = auth
-        self.driver: AsyncGenerator[Any, Any] | None = None
-
-    async def do(self, item: _Start | _Advance) -> Any:
-        if isinstance(item, _Start):
-            await self.aclose()
-            manager = self.auth._manager
-            self.driver = run_async(manager.flow(item.stale), self.auth._cache)
-            return await self.driver.asend(None)
-        assert self.driver is not None
-        if item.error is not None:
-            return await self.driver.athrow(item.error)
-        return await self.driver.asend(item.value)
-
-    async def aclose(self) -> None:
-        if self.driver is not None:
-            await self.driver.aclose()
