@@ -26,14 +26,8 @@ from chaveiro._caches import MemoryCache
 from chaveiro._dialect import OAUTH2
 from chaveiro._errors import TokenEndpointError as _TokenEndpointError
 from chaveiro._flight import Flight
-from chaveiro._manager import (
-    CannotRetry,
-    Policy,
-    RawResponse,
-    Send,
-    Sleep,
-    TokenManager,
-)
+from chaveiro._manager import CannotRetry, Policy, RawResponse, Send, TokenManager
+from chaveiro._steps import Sleep
 from chaveiro._token import Identity, Token
 from chaveiro.testing import Failure, FakeTokenServer
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock, join_renewals

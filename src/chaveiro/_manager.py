@@ -24,18 +24,16 @@ goes on at once with the current token and the rest of the flow runs elsewhere.
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import time
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from chaveiro import _telemetry
-from chaveiro._assertions import obtain
 from chaveiro._caches import TokenCache
-from chaveiro._dialect import ClientSettings, Dialect, TokenRequest, build_request, parse_response
-from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError, redact
+from chaveiro._dialect import ClientSettings, Dialect
+from chaveiro._errors import CredentialsRejectedError, TokenEndpointError, TokenError
+from chaveiro._fetch import Fetching
 from chaveiro._flight import RENEWAL_THREAD, Flight, Stats, backend_name, wait_for_renewals
 from chaveiro._policy import Policy
 from chaveiro._slots import Hold, Slot, hold, reset_state, sweep
@@ -43,14 +41,11 @@ from chaveiro._steps import (
     CacheGet,
     CacheLock,
     CacheSet,
-    Call,
     CannotRetry,
     Detach,
     Flow,
     RawResponse,
     Send,
-    Sleep,
-    Step,
     Wait,
     run_async,
     run_sync,
@@ -78,9 +73,6 @@ __all__ = [
 
 logger = logging.getLogger("chaveiro")
 
-MIN_ATTEMPT_TIME = 0.5
-"""A retry is made only if at least this many seconds of the deadline are left for it."""
-
 
 class _Why:
     """Why a leader fetches, and where from: what telemetry says about the fetch."""
@@ -102,13 +94,7 @@ def _reason(previous: Token | None, usable: Token | None, stale: str | None) -> 
     return "renewal" if usable is not None else "expired"
 
 
-def _answered(status: int, error: TokenError) -> int:
-    """The HTTP status of a failed attempt's answer; 0 when there was none."""
-    code = status or getattr(error, "status_code", 0)
-    return code if isinstance(code, int) else 0
-
-
-class TokenManager:
+class TokenManager(Fetching):
     """Fetches, shares and renews the token of one identity."""
 
     __slots__ = (
@@ -343,7 +329,7 @@ class TokenManager:
         if self._adoptable(cached, stale):
             assert isinstance(cached, Token)
             return cached
-        token = yield from self._request(previous, why)
+        token = yield from self._request(previous, why.reason, why.origin)
         yield CacheSet(key, token)
         return token
 
@@ -357,145 +343,3 @@ class TokenManager:
         self.slot.stats.cache_hits += 1
         logger.debug("token %s found in the cache", cached.fingerprint)
         return True
-
-    def _request(self, previous: Token | None, why: _Why) -> Flow:
-        """Ask the provider, timed and traced as one fetch."""
-        refresh = None
-        if (
-            self.use_refresh_token
-            and previous is not None
-            and previous.refresh_usable(self.clock())
-        ):
-            refresh = previous.refresh_token
-        host, provider, _ = self.labels
-        grant = self._grant(refresh)
-        fetch = _telemetry.start_fetch(host, provider, grant, why.reason, why.origin)
-        try:
-            token = yield from self._attempts(previous, refresh, fetch)
-        except BaseException as exc:
-            fetch.end(exc)
-            raise
-        fetch.end(None)
-        return token
-
-    def _attempts(
-        self, previous: Token | None, refresh: str | None, fetch: _telemetry.AnyFetch
-    ) -> Flow:
-        """Send token requests, with bounded retries for transient failures."""
-        policy, settings = self.policy, self.settings
-        dpop, token_types = settings.dpop, self.token_types
-        started = self.clock()
-        attempt = 0
-        nonce_retried = False
-        while True:
-            request, sent, now = yield from self._prepared(refresh)
-            left = policy.deadline - (now - started)
-            grant = self._grant(refresh)
-            status = 0
-            offered: str | None = None
-            try:
-                with fetch.sending():
-                    raw: RawResponse = yield Send(request, max(left, 0.05))
-                status = raw.status
-                if dpop is not None:  # RFC 9449 §8.2: any answer may carry the next nonce
-                    offered = dpop.heard(request.url, raw.headers)
-                token = parse_response(
-                    self.dialect,
-                    settings.token_url,
-                    raw.status,
-                    raw.headers,
-                    raw.body,
-                    now,  # lifetimes count from when the request left: conservative
-                    secrets=tuple(s for s in sent if s),
-                    token_types=token_types,
-                )
-            except CannotRetry as exc:
-                error = self._redacted(exc.error, sent)
-                fetch.attempt(grant, _answered(status, error), error)
-                raise error from None
-            except TokenError as exc:
-                error = self._redacted(exc, sent)
-                fetch.attempt(grant, _answered(status, error), error)
-                nonce_retried = self._nonce_retry(error, request, offered, nonce_retried)
-                if nonce_retried:
-                    continue
-                if isinstance(error, CredentialsRejectedError) and refresh is not None:
-                    logger.info("refresh token refused (%s); using client credentials", error.error)
-                    refresh = None
-                    continue
-                if not isinstance(error, TokenEndpointError) or not error.retryable:
-                    raise
-                attempt += 1
-                delay = policy.backoff_delay(attempt - 1, error.retry_after)
-                spent = self.clock() - started
-                if attempt >= policy.attempts or spent + delay + MIN_ATTEMPT_TIME > policy.deadline:
-                    raise
-                logger.info(
-                    "token request to %s failed (%s); retry %d in %.2f s",
-                    settings.token_url,
-                    error.status_code or "no answer",
-                    attempt,
-                    delay,
-                )
-                yield Sleep(delay)
-                continue
-            fetch.attempt(grant, status, None)
-            self._log_fetch(token, previous, refreshed=refresh is not None)
-            return token
-
-    def _prepared(
-        self, refresh: str | None
-    ) -> Generator[Step, Any, tuple[TokenRequest, tuple[str | None, ...], float]]:
-        """The next token request, final; the secrets it carries; when it was made.
-
-        A supplied client assertion is asked for once per token request, retries
-        included; the DPoP proof is made last, with the newest nonce.
-        """
-        settings = self.settings
-        source = settings.assertions.source
-        assertion = None
-        if source is not None:
-            assertion = yield Call(functools.partial(obtain, source, settings.token_url))
-        now = self.clock()
-        request = build_request(
-            self.dialect, settings, now, refresh_token=refresh, client_assertion=assertion
-        )
-        if settings.dpop is not None:
-            request = settings.dpop.signed(request, now)
-        return request, (settings.client_secret, refresh, assertion), now
-
-    def _nonce_retry(
-        self, error: TokenError, request: TokenRequest, offered: str | None, retried: bool
-    ) -> bool:
-        """RFC 9449 §8: ``use_dpop_nonce`` is answered by one retry with the nonce it gave.
-
-        Never twice in a row: a server that keeps asking for new nonces gets its error.
-        """
-        dpop = self.settings.dpop
-        if dpop is None or retried or not dpop.token_retry(error, request, offered):
-            return False
-        self.slot.stats.nonce_retries += 1
-        logger.info("%s asked for a DPoP nonce; retrying once with it", self.settings.token_url)
-        return True
-
-    def _grant(self, refresh: str | None) -> str | None:
-        """The ``grant_type`` a token request sends (``None``: the dialect sends none)."""
-        return "refresh_token" if refresh is not None else self.dialect.grant_type
-
-    def _redacted(self, error: TokenError, sent: tuple[str | None, ...]) -> TokenError:
-        """``error`` without the secrets we sent, should the provider have echoed them."""
-        return redact(error, [s for s in sent if s])
-
-    def _log_fetch(self, token: Token, held: Token | None, *, refreshed: bool) -> None:
-        stats = self.slot.stats
-        stats.fetched += 1
-        if held is not None:
-            stats.renewed += 1
-        logger.debug(
-            "%s token %s from %s (expires in %.0f s)",
-            "renewed" if held is not None else "fetched",
-            token.fingerprint,
-            self.settings.token_url,
-            token.expires_at - token.issued_at,
-            extra={"chaveiro_event": "renewed" if held else "fetched", "refresh_grant": refreshed},
-        )
