@@ -7,13 +7,13 @@ through it and where to, and it never reads inside a tunnel.
 
 from __future__ import annotations
 
-import contextlib
 import select
 import socket
 import socketserver
 import threading
-from types import TracebackType
 from urllib.parse import urlsplit
+
+from tests._recorder import Serving
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -105,14 +105,13 @@ class _Server(socketserver.ThreadingTCPServer):
             self.seen.append(line)
 
 
-class Proxy:
+class Proxy(Serving):
     """``with Proxy() as proxy:`` — ``proxy.url``, ``proxy.seen``."""
 
+    _server: _Server
+
     def __init__(self) -> None:
-        self._server = _Server()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__(_Server())
 
     @property
     def url(self) -> str:
@@ -122,18 +121,3 @@ class Proxy:
     def seen(self) -> list[str]:
         with self._server._lock:
             return list(self._server.seen)
-
-    def __enter__(self) -> Proxy:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        with contextlib.suppress(RuntimeError):
-            self._thread.join(5)

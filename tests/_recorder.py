@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import socketserver
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,31 @@ def token_answer(token: str = "landing-token-0123456789abcdef") -> Answer:
     return 200, {"Content-Type": "application/json"}, body.encode()
 
 
-class Recorder:
+class Serving:
+    """A socketserver served by a daemon thread for the ``with`` block, then shut down."""
+
+    def __init__(self, server: socketserver.BaseServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class Recorder(Serving):
     """``with Recorder(script) as rec:`` — ``rec.url(path)``, ``rec.seen`` (every request)."""
 
     def __init__(
@@ -74,23 +103,7 @@ class Recorder:
         if ssl_context is not None:  # HTTPS, with the certificate ``ssl_context`` holds
             self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
             self.scheme = "https"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__(self._server)
 
     def url(self, path: str = "/") -> str:
         return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}{path}"
-
-    def __enter__(self) -> Recorder:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)

@@ -29,6 +29,16 @@ def _texts_of(error: BaseException) -> list[str]:
     return [str(error), repr(error), "".join(traceback.format_exception(error))]
 
 
+def _shown(texts: list[str], action: Callable[[], object]) -> None:
+    """Run ``action``; keep what it shows: its result's repr, or every text of our error."""
+    try:
+        result = action()
+    except ChaveiroError as exc:
+        texts.extend(_texts_of(exc))
+    else:
+        texts.append(repr(result))
+
+
 def test_no_secret_in_any_log_or_error(server: FakeTokenServer, caplog: pytest.LogCaptureFixture):
     """Every scenario, failures included: logs (all loggers, DEBUG) and errors hold no secret."""
     caplog.set_level(logging.DEBUG)
@@ -50,12 +60,7 @@ def test_no_secret_in_any_log_or_error(server: FakeTokenServer, caplog: pytest.L
         return made
 
     def attempt(action: Callable[[], object]) -> None:
-        try:
-            result = action()
-        except ChaveiroError as exc:
-            texts.extend(_texts_of(exc))
-        else:
-            texts.append(repr(result))
+        _shown(texts, action)
 
     good = auth()
     session = requests.Session()
@@ -333,12 +338,7 @@ def test_no_private_key_or_proof_in_any_log_error_or_repr(caplog: pytest.LogCapt
     texts: list[str] = []
 
     def attempt(action: Callable[[], object]) -> None:
-        try:
-            result = action()
-        except ChaveiroError as exc:
-            texts.extend(_texts_of(exc))
-        else:
-            texts.append(repr(result))
+        _shown(texts, action)
 
     def scan(auth: ClientCredentialsAuth, server: FakeTokenServer) -> None:
         texts.extend([repr(auth), str(auth), repr(auth._settings), repr(auth._manager.identity)])
